@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/heapdel/heapdel/config"
+	"github.com/heapdel/heapdel/consumer"
+	"github.com/heapdel/heapdel/heapclient"
+	"github.com/heapdel/heapdel/internal/embedded"
+)
+
+// app is a running heapdel: NATS (embedded or not), the Heap client, the pipeline
+// and the HTTP endpoints.
+type app struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	srv      *server.Server // nil with an external NATS
+	nc       *nats.Conn
+	svc      *consumer.Service
+	http     *http.Server
+	httpAddr string
+	reg      *prometheus.Registry
+	done     chan struct{}
+}
+
+type appOptions struct {
+	embeddedPort int                   // 0: 4222; -1: any free port
+	schedule     consumer.ScheduleMode // "" = auto
+}
+
+func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// connectNATS starts the embedded server when no URL is set, then connects.
+func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (*server.Server, *nats.Conn, error) {
+	url := cfg.NATSURL
+	var srv *server.Server
+	if url == "" {
+		if port == 0 {
+			port = 4222
+		}
+		var err error
+		srv, err = embedded.Start(embedded.Options{Port: port, StoreDir: cfg.DataDir})
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w (HEAPDEL_DATA_DIR=%s)", err, cfg.DataDir)
+		}
+		url = srv.ClientURL()
+		log.Info().Str("url", url).Str("data_dir", cfg.DataDir).
+			Msg("no HEAPDEL_NATS_URL: started an embedded JetStream server (local publishers can reach it at this URL)")
+	}
+	opts, err := cfg.NATSOptions()
+	if err != nil {
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, err
+	}
+	opts = append(opts,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().Err(err).Msg("NATS disconnected; reconnecting")
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected")
+		}),
+	)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (check HEAPDEL_NATS_URL and the NATS credentials settings)", redactURL(url), err)
+	}
+	return srv, nc, nil
+}
+
+func redactURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "[redacted]" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func newHeapClient(cfg config.Config, log zerolog.Logger, reg prometheus.Registerer) (*heapclient.Client, error) {
+	return heapclient.New(heapclient.Config{
+		BaseURL:        cfg.HeapBaseURL,
+		AppID:          cfg.HeapAppID,
+		APIKey:         cfg.HeapAPIKey,
+		RequestTimeout: cfg.HeapTimeout,
+		Rate:           cfg.HeapRate,
+		Burst:          cfg.HeapBurst,
+		Logger:         log,
+		Registerer:     reg,
+	})
+}
+
+func consumerConfig(cfg config.Config, opts appOptions) consumer.Config {
+	return consumer.Config{
+		Prefix:          cfg.SubjectPrefix,
+		CommandStream:   cfg.StreamName(),
+		StatusStream:    cfg.StatusStreamName(),
+		JobBucket:       cfg.JobBucket(),
+		ConsumerName:    cfg.ConsumerName,
+		Behavior:        consumer.Behavior(cfg.DeletionBehavior),
+		BatchSize:       cfg.BatchSize,
+		BatchWait:       cfg.BatchWait,
+		RecheckInterval: cfg.RecheckInterval,
+		PollMaxInterval: cfg.PollMaxInterval,
+		MaxPending:      cfg.MaxPending,
+		StatusMaxAge:    cfg.StatusMaxAge,
+		JobRetention:    cfg.JobRetention,
+		Provision:       cfg.Provision,
+		Source:          cfg.EventSource,
+		Structured:      cfg.StatusEncoding == config.EncodingStructured,
+		Types:           cfg.EventTypes,
+		MaxBytes:        cfg.MaxMessageBytes,
+		HashKey:         cfg.HashKey(),
+		Schedule:        opts.schedule,
+	}
+}
+
+// start brings heapdel up. On error everything it started is stopped again.
+func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appOptions) (a *app, err error) {
+	log.Info().Str("version", buildVersion()).Object("config", cfg).Msg("heapdel starting")
+	a = &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			a.stopRest()
+		}
+	}()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on HEAPDEL_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
+	}
+	a.httpAddr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", a.readyz)
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("HTTP server stopped")
+		}
+	}()
+
+	a.srv, a.nc, err = connectNATS(cfg, log, opts.embeddedPort, "heapdel")
+	if err != nil {
+		return nil, err
+	}
+	heap, err := newHeapClient(cfg, log, a.reg)
+	if err != nil {
+		return nil, fmt.Errorf("heap client: %w", err)
+	}
+	a.svc, err = consumer.New(consumerConfig(cfg, opts), a.nc, heap, log, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.svc.Start(startCtx); err != nil {
+		return nil, err
+	}
+	log.Info().Str("http", a.httpAddr).Msg("heapdel ready: /metrics, /healthz and /readyz are served here")
+	return a, nil
+}
+
+func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
+	if a.svc == nil {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	if err := a.svc.Ready(); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+// close shuts down in order: stop taking work, flush the batch in flight, wait for
+// publish acks, drain NATS, stop HTTP. It returns an error only when the bound
+// (HEAPDEL_SHUTDOWN_TIMEOUT) was exceeded.
+func (a *app) close() error {
+	timeout := a.cfg.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var err error
+	if a.svc != nil {
+		if cerr := a.svc.Close(ctx); cerr != nil {
+			err = fmt.Errorf("shutdown: %w", cerr)
+			a.log.Warn().Err(cerr).Msg("shutdown bound reached; unfinished commands are redelivered")
+		}
+	}
+	a.stopRest()
+	a.log.Info().Msg("heapdel stopped")
+	return err
+}
+
+func (a *app) stopRest() {
+	if a.nc != nil {
+		drained := make(chan struct{})
+		a.nc.SetClosedHandler(func(*nats.Conn) { close(drained) })
+		if err := a.nc.Drain(); err == nil {
+			select {
+			case <-drained:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		a.nc.Close()
+	}
+	if a.srv != nil {
+		a.srv.Shutdown()
+		a.srv.WaitForShutdown()
+	}
+	if a.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.http.Shutdown(ctx)
+		cancel()
+	}
+}
+
+// stderrIsTerminal tells whether a live view makes sense on w.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heapdel/heapdel/config"
+	"github.com/heapdel/heapdel/heapclient"
+)
+
+func cmdCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flagSet("check [flags]", "Verifies the configuration, NATS access (streams, consumers, key-value buckets) and the\nHeap credentials (fetches a token). Deletes nothing and publishes nothing. Exits 1 when\nanything is wrong, saying what.", stdout)
+	loader := config.NewLoader(fs, getenv, config.SetAll)
+	cfg, err := loadConfig(fs, loader, args, stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	ok := true
+	report := func(good bool, what, detail string) {
+		mark := "ok  "
+		if !good {
+			mark, ok = "FAIL", false
+		}
+		fmt.Fprintf(stdout, "%s %s", mark, what)
+		if detail != "" {
+			fmt.Fprintf(stdout, ": %s", detail)
+		}
+		fmt.Fprintln(stdout)
+	}
+	report(true, "configuration", "every setting valid")
+
+	log := newLogger(cfg, io.Discard)
+	srv, nc, err := connectNATS(cfg, log, -1, "heapdel-check")
+	if err != nil {
+		report(false, "NATS", err.Error())
+	} else {
+		defer func() {
+			nc.Close()
+			if srv != nil {
+				srv.Shutdown()
+			}
+		}()
+		where := nc.ConnectedUrlRedacted()
+		if srv != nil {
+			where = "embedded server in " + cfg.DataDir
+		}
+		report(true, "NATS connection", where+" (server "+nc.ConnectedServerVersion()+")")
+		checkNATS(ctx, cfg, nc, report)
+	}
+
+	heap, err := heapclient.New(heapclient.Config{
+		BaseURL: cfg.HeapBaseURL, AppID: cfg.HeapAppID, APIKey: cfg.HeapAPIKey,
+		RequestTimeout: cfg.HeapTimeout, Rate: cfg.HeapRate, Burst: cfg.HeapBurst,
+		MaxRetries: 2, RetryBudget: 20 * time.Second, Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		report(false, "Heap client", err.Error())
+	} else if err := heap.CheckCredentials(ctx); err != nil {
+		detail := err.Error()
+		if errors.Is(err, heapclient.ErrUnauthorized) {
+			detail = "Heap rejected the app id or API key: HEAPDEL_HEAP_APP_ID must be the Main Production environment id, and HEAPDEL_HEAP_API_KEY (or _FILE) a valid key"
+		}
+		report(false, "Heap credentials at "+cfg.HeapBaseURL, detail)
+	} else {
+		report(true, "Heap credentials at "+cfg.HeapBaseURL, "token fetched")
+	}
+	if !ok {
+		return exitCode(1)
+	}
+	fmt.Fprintln(stdout, "all checks passed")
+	return nil
+}
+
+// checkNATS looks up every stream, consumer and bucket heapdel uses. Missing ones
+// are fine when provisioning is on (run creates them), a failure when it is off.
+func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report func(bool, string, string)) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		report(false, "JetStream", err.Error())
+		return
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		report(false, "JetStream", err.Error()+" (is JetStream enabled for this account?)")
+		return
+	}
+	for _, r := range consumerConfig(cfg, appOptions{}).Resources() {
+		var err error
+		switch r.Kind {
+		case "stream":
+			_, err = js.Stream(ctx, r.Name)
+		case "consumer":
+			_, err = js.Consumer(ctx, r.Stream, r.Name)
+		case "key-value bucket":
+			_, err = js.KeyValue(ctx, r.Name)
+		}
+		what := r.Kind + " " + r.Name
+		switch {
+		case err == nil:
+			report(true, what, "present")
+		case cfg.Provision && (errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)):
+			report(true, what, "absent; 'heapdel run' creates it (HEAPDEL_PROVISION=true)")
+		case errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrBucketNotFound):
+			report(false, what, "absent and HEAPDEL_PROVISION=false: create it, or turn provisioning on")
+		default:
+			report(false, what, err.Error())
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the pipeline's Prometheus series. No label ever holds a request id,
+// an identity or a user id.
+type metrics struct {
+	commands        *prometheus.CounterVec // outcome: accepted, duplicate, invalid
+	statusEvents    *prometheus.CounterVec // status
+	jobsPending     prometheus.Gauge
+	oldestPending   prometheus.Gauge
+	duration        prometheus.Histogram
+	batches         *prometheus.CounterVec // trigger: size, wait, shutdown
+	heapFailures    *prometheus.CounterVec // kind: retryable, rejected, unauthorized, other
+	credsRejected   prometheus.Counter
+	rechecks        *prometheus.CounterVec // result: pending, complete, not_found, timeout, error
+	ticks           prometheus.Counter
+	ready           prometheus.Gauge
+	backlog         prometheus.Gauge
+	redeliveries    prometheus.Counter
+	pendingRequests prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_commands_total",
+			Help: "Deletion commands taken, by outcome (accepted, duplicate, invalid).",
+		}, []string{"outcome"}),
+		statusEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_status_events_total",
+			Help: "Status events published, by status.",
+		}, []string{"status"}),
+		jobsPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "heapdel_jobs_pending",
+			Help: "Deletions submitted to Heap and not yet reported complete.",
+		}),
+		oldestPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "heapdel_oldest_pending_seconds",
+			Help: "Age of the oldest Heap deletion request still pending.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "heapdel_deletion_duration_seconds",
+			Help:    "Time from Heap submission to Heap reporting the deletion complete.",
+			Buckets: []float64{1, 10, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400},
+		}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_batches_total",
+			Help: "Batches handed to Heap, by what closed them (size, wait, shutdown).",
+		}, []string{"trigger"}),
+		heapFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_heap_submit_failures_total",
+			Help: "Heap submissions that failed, by kind (retryable, rejected, unauthorized, other).",
+		}, []string{"kind"}),
+		credsRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "heapdel_heap_credentials_rejected_total",
+			Help: "Heap calls that failed because Heap rejected the app id or API key.",
+		}),
+		rechecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_rechecks_total",
+			Help: "Status checks of pending Heap deletion requests, by result.",
+		}, []string{"result"}),
+		ticks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "heapdel_recheck_ticks_total",
+			Help: "Recheck ticks handled by this replica.",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "heapdel_ready",
+			Help: "1 when this replica is ready (NATS connected, consumer bound, Heap credentials accepted).",
+		}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "heapdel_commands_backlog",
+			Help: "Deletion commands in the stream not yet acknowledged (pending plus in flight).",
+		}),
+		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "heapdel_commands_redelivered_total",
+			Help: "Commands received again after a crash, a nak or an expired AckWait.",
+		}),
+		pendingRequests: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "heapdel_heap_requests_pending",
+			Help: "Heap deletion requests being followed until complete.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.commands, m.statusEvents, m.jobsPending, m.oldestPending,
+		m.duration, m.batches, m.heapFailures, m.credsRejected, m.rechecks, m.ticks, m.ready, m.backlog,
+		m.redeliveries, m.pendingRequests} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("consumer: metrics already registered (one Service per registry): %w", err)
+			}
+			return nil, fmt.Errorf("consumer: register metrics: %w", err)
+		}
+	}
+	for _, o := range []string{"accepted", "duplicate", "invalid"} {
+		m.commands.WithLabelValues(o)
+	}
+	for _, st := range []string{"submitted", "processing", "complete", "failed"} {
+		m.statusEvents.WithLabelValues(st)
+	}
+	return m, nil
+}

@@ -1,0 +1,419 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heapdel/heapdel/events"
+	"github.com/heapdel/heapdel/heapclient"
+)
+
+// pendingIndex mirrors the request bucket in memory, kept current by a watch, so a
+// tick finds what is due without reading every pending request from JetStream.
+// Every replica holds one; only the replica that receives a tick acts on it.
+type pendingIndex struct {
+	mu      sync.Mutex
+	entries map[string]indexEntry // by key
+}
+
+type indexEntry struct {
+	req HeapRequest
+	rev uint64
+}
+
+func newPendingIndex() *pendingIndex {
+	return &pendingIndex{entries: make(map[string]indexEntry)}
+}
+
+func (x *pendingIndex) put(key string, e indexEntry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old, ok := x.entries[key]; ok && old.rev > e.rev {
+		return
+	}
+	x.entries[key] = e
+}
+
+func (x *pendingIndex) remove(key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.entries, key)
+}
+
+// due returns the requests whose next check is at or before now, oldest first.
+func (x *pendingIndex) due(now time.Time) []indexEntry {
+	x.mu.Lock()
+	var out []indexEntry
+	for _, e := range x.entries {
+		if !e.req.NextCheckAt.After(now) {
+			out = append(out, e)
+		}
+	}
+	x.mu.Unlock()
+	slices.SortFunc(out, func(a, b indexEntry) int { return a.req.NextCheckAt.Compare(b.req.NextCheckAt) })
+	return out
+}
+
+// pendingStats is the number of users pending and the oldest submission time.
+func (x *pendingIndex) pendingStats() (users int, oldest time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, e := range x.entries {
+		users += e.req.Users
+		if oldest.IsZero() || e.req.SubmittedAt.Before(oldest) {
+			oldest = e.req.SubmittedAt
+		}
+	}
+	return users, oldest
+}
+
+func (x *pendingIndex) len() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.entries)
+}
+
+// startIndex loads the pending Heap requests and keeps following changes.
+func (s *Service) startIndex(ctx, runCtx context.Context) error {
+	w, err := s.requests.Watch(runCtx, "*")
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", s.cfg.RequestBucket, err)
+	}
+	loaded := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if initial {
+						initial = false
+						close(loaded)
+					}
+					continue
+				}
+				s.applyIndex(e)
+			}
+		}
+	}()
+	select {
+	case <-loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("loading pending Heap requests: %w", ctx.Err())
+	}
+}
+
+func (s *Service) applyIndex(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		s.index.remove(e.Key())
+		return
+	}
+	var r HeapRequest
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		s.log.Warn().Err(err).Str("key", e.Key()).Msg("unreadable Heap request record skipped")
+		return
+	}
+	s.index.put(e.Key(), indexEntry{req: r, rev: e.Revision()})
+	s.m.pendingRequests.Set(float64(s.index.len()))
+}
+
+// trackRequest stores a new Heap request and its members, members first.
+func (s *Service) trackRequest(ctx context.Context, claims []claim, heapID string, users int, now time.Time) error {
+	members := make([]Member, len(claims))
+	for i, c := range claims {
+		members[i] = Member{RequestID: c.job.RequestID, Attempt: c.job.Attempt}
+	}
+	mv, err := json.Marshal(members)
+	if err != nil {
+		return err
+	}
+	if _, err := s.requests.Put(ctx, membersKey(heapID), mv); err != nil {
+		return fmt.Errorf("store members: %w", err)
+	}
+	r := HeapRequest{ID: heapID, SubmittedAt: now, NextCheckAt: now.Add(s.firstCheck()), Users: users}
+	rv, _ := json.Marshal(r)
+	rev, err := s.requests.Put(ctx, requestKey(heapID), rv)
+	if err != nil {
+		return fmt.Errorf("store Heap request: %w", err)
+	}
+	s.index.put(requestKey(heapID), indexEntry{req: r, rev: rev})
+	return nil
+}
+
+// firstCheck comes soon after submission: at the next tick.
+func (s *Service) firstCheck() time.Duration { return s.cfg.RecheckInterval / 2 }
+
+// nextGap doubles with every check, from the recheck interval up to PollMaxInterval.
+func (s *Service) nextGap(checks int) time.Duration {
+	gap := s.cfg.RecheckInterval
+	for i := 1; i < checks && gap < s.cfg.PollMaxInterval; i++ {
+		gap *= 2
+	}
+	return min(gap, s.cfg.PollMaxInterval)
+}
+
+// onTick handles one recheck tick: one status call per due Heap request, never per
+// user. It stops at the tick's budget (one interval) so ticks never pile up; what is
+// left is still due at the next tick.
+func (s *Service) onTick(msg jetstream.Msg) {
+	s.m.ticks.Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RecheckInterval)
+	defer cancel()
+	keepAlive := time.NewTicker(15 * time.Second)
+	defer keepAlive.Stop()
+
+	due := s.index.due(s.now())
+	for _, e := range due {
+		select {
+		case <-keepAlive.C:
+			_ = msg.InProgress()
+		default:
+		}
+		if ctx.Err() != nil || !s.started.Load() {
+			break
+		}
+		if !s.check(ctx, e) {
+			break
+		}
+	}
+	_ = msg.Ack()
+}
+
+// check asks Heap about one request and acts on the answer. It returns false when
+// Heap cannot be reached, so the tick stops hammering it.
+func (s *Service) check(ctx context.Context, e indexEntry) bool {
+	r := e.req
+	st, err := s.heap.Status(ctx, r.ID)
+	now := s.now()
+	log := s.log.With().Str("heap_deletion_request_id", r.ID).Logger()
+	switch {
+	case err == nil && st == heapclient.StatusComplete:
+		s.setCredsRejected(false)
+		s.m.rechecks.WithLabelValues("complete").Inc()
+		if err := s.finish(ctx, e, events.StatusComplete, "", ""); err != nil {
+			log.Warn().Err(err).Msg("recording completion; retried next tick")
+		}
+		return true
+	case err == nil:
+		s.setCredsRejected(false)
+		if now.Sub(r.SubmittedAt) > s.cfg.MaxPending {
+			s.m.rechecks.WithLabelValues("timeout").Inc()
+			msg := fmt.Sprintf("Heap still reports pending after %s (HEAPDEL_MAX_PENDING)", s.cfg.MaxPending)
+			if err := s.finish(ctx, e, events.StatusFailed, events.ReasonTimeout, msg); err != nil {
+				log.Warn().Err(err).Msg("recording timeout; retried next tick")
+			}
+			return true
+		}
+		s.m.rechecks.WithLabelValues("pending").Inc()
+		r.Checks++
+		r.NextCheckAt = now.Add(s.nextGap(r.Checks))
+		v, _ := json.Marshal(r)
+		rev, err := s.requests.Update(ctx, requestKey(r.ID), v, e.rev)
+		if err != nil {
+			log.Debug().Err(err).Msg("Heap request changed by another replica")
+			return true
+		}
+		s.index.put(requestKey(r.ID), indexEntry{req: r, rev: rev})
+		return true
+	case errors.Is(err, heapclient.ErrNotFound):
+		s.m.rechecks.WithLabelValues("not_found").Inc()
+		msg := "Heap answered 404 for a deletion request it had accepted"
+		if err := s.finish(ctx, e, events.StatusFailed, events.ReasonHeapNotFound, msg); err != nil {
+			log.Warn().Err(err).Msg("recording not-found; retried next tick")
+		}
+		return true
+	case errors.Is(err, heapclient.ErrUnauthorized):
+		s.m.rechecks.WithLabelValues("error").Inc()
+		s.m.credsRejected.Inc()
+		s.setCredsRejected(true)
+		log.Error().Err(err).Msg("Heap rejected the credentials: set HEAPDEL_HEAP_APP_ID and HEAPDEL_HEAP_API_KEY; rechecks resume when fixed")
+		return false
+	default:
+		s.m.rechecks.WithLabelValues("error").Inc()
+		log.Warn().Err(err).Msg("Heap status check failed; retried next tick")
+		return false
+	}
+}
+
+// finish moves every job of a Heap request to its terminal status, publishes the
+// events and then forgets the request. Jobs that moved on (a retry with another
+// attempt or Heap request) are left alone. Run again after a crash, it re-publishes
+// the same events (same ids) and finishes.
+func (s *Service) finish(ctx context.Context, e indexEntry, status events.Status, reason events.Reason, message string) error {
+	r := e.req
+	me, err := s.requests.Get(ctx, membersKey(r.ID))
+	if err != nil {
+		return fmt.Errorf("read members: %w", err)
+	}
+	var members []Member
+	if err := json.Unmarshal(me.Value(), &members); err != nil {
+		return fmt.Errorf("decode members: %w", err)
+	}
+	now := s.now()
+	var pubs publishes
+	type write struct {
+		job Job
+		f   jetstream.PubAckFuture
+	}
+	var writes []write
+	for _, m := range members {
+		job, rev, found, err := s.getJob(ctx, m.RequestID)
+		if err != nil {
+			return err
+		}
+		if !found || job.Attempt != m.Attempt || job.HeapDeletionRequestID != r.ID {
+			continue
+		}
+		if job.Status != stateProcessing {
+			if job.terminal() {
+				s.requeueEvents(&pubs, &job)
+			}
+			continue
+		}
+		job.CompletedAt = now
+		job.Reason, job.Message = string(reason), message
+		job.record(string(status), now, string(reason))
+		v, _ := json.Marshal(&job)
+		f, err := s.putAsync(s.cfg.JobBucket, JobKey(job.RequestID), v, rev, s.cfg.JobRetention)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, write{job, f})
+	}
+	var werr error
+	for _, w := range writes {
+		if _, err := awaitAck(ctx, w.f); err != nil {
+			werr = errors.Join(werr, fmt.Errorf("update job %s: %w", w.job.RequestID, err))
+			continue
+		}
+		pubs.add(s, w.job.event(status, now))
+		if status == events.StatusComplete {
+			s.m.duration.Observe(now.Sub(w.job.SubmittedAt).Seconds())
+		}
+		s.log.Info().Str("request_id", w.job.RequestID).Str("heap_deletion_request_id", r.ID).
+			Str("status", string(status)).Str("reason", string(reason)).Msg("deletion " + string(status))
+	}
+	if werr != nil {
+		_ = pubs.await(ctx, s)
+		return werr
+	}
+	if err := pubs.await(ctx, s); err != nil {
+		return err
+	}
+	if err := s.requests.Purge(ctx, requestKey(r.ID), jetstream.PurgeTTL(time.Hour)); err != nil {
+		return fmt.Errorf("forget Heap request: %w", err)
+	}
+	if err := s.requests.Purge(ctx, membersKey(r.ID), jetstream.PurgeTTL(time.Hour)); err != nil {
+		return fmt.Errorf("forget members: %w", err)
+	}
+	s.index.remove(requestKey(r.ID))
+	s.m.pendingRequests.Set(float64(s.index.len()))
+	return nil
+}
+
+// serverSchedules says whether ticks come from a JetStream message schedule.
+func (s *Service) serverSchedules() bool {
+	switch s.cfg.Schedule {
+	case ScheduleServer:
+		return true
+	case ScheduleFallback:
+		return false
+	}
+	return versionAtLeast(s.nc.ConnectedServerVersion(), 2, 14)
+}
+
+func versionAtLeast(v string, major, minor int) bool {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// startSchedule makes sure recheck ticks are produced: by a JetStream message
+// schedule on servers that have them, else by this replica's own timer.
+func (s *Service) startSchedule(ctx, runCtx context.Context) error {
+	if s.serverSchedules() {
+		s.scheduleMode = ScheduleServer
+		if !s.cfg.Provision {
+			return nil
+		}
+		return s.ensureSchedule(ctx)
+	}
+	s.scheduleMode = ScheduleFallback
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.fallbackTicks(runCtx) }()
+	return nil
+}
+
+// ensureSchedule publishes the repeating schedule unless the same one is in place;
+// a changed interval replaces the old schedule (roll-up on the schedule subject).
+func (s *Service) ensureSchedule(ctx context.Context) error {
+	pattern := "@every " + s.cfg.RecheckInterval.String()
+	stream, err := s.js.Stream(ctx, s.cfg.CommandStream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", s.cfg.CommandStream, err)
+	}
+	if last, err := stream.GetLastMsgForSubject(ctx, s.cfg.scheduleSubject()); err == nil {
+		if last.Header.Get("Nats-Schedule") == pattern && last.Header.Get("Nats-Schedule-Target") == s.cfg.recheckSubject() {
+			return nil
+		}
+	}
+	m := nats.NewMsg(s.cfg.scheduleSubject())
+	m.Header.Set("Nats-Schedule", pattern)
+	m.Header.Set("Nats-Schedule-Target", s.cfg.recheckSubject())
+	m.Header.Set("Nats-Schedule-Rollup", "sub") // ticks never pile up behind a slow one
+	m.Header.Set("Nats-Rollup", "sub")          // replaces an older schedule
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish recheck schedule on %s: %w", s.cfg.scheduleSubject(), err)
+	}
+	s.log.Info().Str("schedule", pattern).Str("target", s.cfg.recheckSubject()).Msg("recheck schedule set")
+	return nil
+}
+
+// fallbackTicks publishes one tick per interval window. Every replica does, with the
+// same Nats-Msg-Id for the same window, so the stream keeps one tick per window.
+func (s *Service) fallbackTicks(ctx context.Context) {
+	iv := s.cfg.RecheckInterval
+	for {
+		now := s.now()
+		window := now.Truncate(iv)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(window.Add(iv).Sub(now)):
+		}
+		window = window.Add(iv)
+		m := nats.NewMsg(s.cfg.recheckSubject())
+		id := "heapdel-recheck-" + strconv.FormatInt(window.UnixNano(), 10)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := s.js.PublishMsg(pctx, m, jetstream.WithMsgID(id)); err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("publishing recheck tick")
+		}
+		cancel()
+	}
+}

@@ -1,0 +1,377 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heapdel/heapdel/events"
+	"github.com/heapdel/heapdel/heapclient"
+)
+
+// claim is a command that this batch owns: its job is in state accepted at rev.
+type claim struct {
+	it  item
+	job Job
+	rev uint64
+}
+
+// flush takes one batch from intake to acknowledgement. Every item leaves it acked,
+// terminated or nak'd: none is dropped.
+func (s *Service) flush(ctx context.Context, items []item) {
+	var pubs publishes
+	var terms []item
+	valid := make([]item, 0, len(items))
+	for _, it := range items {
+		if it.err != nil {
+			terms = append(terms, it)
+			s.invalid(&pubs, it)
+			continue
+		}
+		valid = append(valid, it)
+	}
+	claims, settled := s.claim(ctx, valid, &pubs)
+	if err := pubs.await(ctx, s); err != nil {
+		s.log.Warn().Err(err).Msg("status events not stored; commands will be redelivered")
+		s.release(items)
+		return
+	}
+	for _, it := range terms {
+		_ = it.msg.TermWithReason("invalid command")
+	}
+	for _, it := range settled {
+		_ = it.msg.Ack()
+	}
+	if len(claims) > 0 {
+		s.submit(ctx, claims)
+	}
+}
+
+// invalid publishes failed/invalid_command for a command whose request id is
+// readable; the message is terminated by the caller once the event is stored.
+func (s *Service) invalid(pubs *publishes, it item) {
+	s.m.commands.WithLabelValues("invalid").Inc()
+	var inv *events.InvalidError
+	reason, reqID := "invalid", ""
+	if errors.As(it.err, &inv) {
+		reason, reqID = inv.Reason, inv.RequestID
+	}
+	s.log.Warn().Str("request_id", reqID).Str("reason", reason).Uint64("stream_seq", it.seq).
+		Str("error", it.err.Error()).Msg("invalid deletion command terminated")
+	if reqID == "" {
+		return
+	}
+	now := s.now()
+	pubs.add(s, events.StatusEvent{
+		RequestID: reqID, Status: events.StatusFailed, Attempt: 0,
+		RequestedAt: now, CompletedAt: now, Reason: events.ReasonInvalidCommand,
+		Message: it.err.Error(), Time: now,
+	})
+}
+
+// claim creates or takes over the job of each command with compare-and-set. It
+// returns the commands this batch must submit, and those already settled (duplicates
+// and redeliveries of finished work) whose events it queued on pubs.
+func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (claims []claim, settled []item) {
+	now := s.now()
+	type pending struct {
+		c claim
+		f jetstream.PubAckFuture
+	}
+	inflight := make([]pending, 0, len(valid))
+	for _, it := range valid {
+		j := s.newJob(it, 1, now)
+		val, _ := json.Marshal(&j)
+		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, 0, 0)
+		if err != nil {
+			s.release([]item{it})
+			continue
+		}
+		inflight = append(inflight, pending{claim{it: it, job: j}, f})
+	}
+	for _, p := range inflight {
+		ack, err := awaitAck(ctx, p.f)
+		switch {
+		case err == nil:
+			p.c.rev = ack.Sequence
+			s.m.commands.WithLabelValues("accepted").Inc()
+			claims = append(claims, p.c)
+		case errors.Is(err, errConflict):
+			c, done, err := s.reclaim(ctx, p.c.it, pubs)
+			switch {
+			case err != nil:
+				s.log.Warn().Err(err).Str("request_id", p.c.it.cmd.RequestID).Msg("job store; command will be redelivered")
+				s.release([]item{p.c.it})
+			case done:
+				settled = append(settled, p.c.it)
+			default:
+				claims = append(claims, c)
+			}
+		default:
+			s.log.Warn().Err(err).Str("request_id", p.c.it.cmd.RequestID).Msg("job store; command will be redelivered")
+			s.release([]item{p.c.it})
+		}
+	}
+	return claims, settled
+}
+
+// reclaim handles a command whose request id already has a job. It returns a claim
+// when this command must be submitted (a retry after failed, or the redelivery of a
+// command whose submission never finished), or done when it is settled: a duplicate,
+// or a redelivery of work already finished (its events are re-queued: their ids are
+// deterministic, so subscribers see them once).
+func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c claim, done bool, err error) {
+	key := JobKey(it.cmd.RequestID)
+	for range 3 {
+		job, rev, found, err := s.getJob(ctx, it.cmd.RequestID)
+		if err != nil {
+			return claim{}, false, err
+		}
+		if !found { // expired: a fresh job, past the delete marker
+			j := s.newJob(it, 1, s.now())
+			val, _ := json.Marshal(&j)
+			rev, err := s.jobs.Create(ctx, key, val)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			if err != nil {
+				return claim{}, false, err
+			}
+			s.m.commands.WithLabelValues("accepted").Inc()
+			return claim{it: it, job: j, rev: rev}, false, nil
+		}
+		same := job.Seq == it.seq
+		switch {
+		case same && job.Status == stateAccepted:
+			// Our own command again after a crash or nak: submit it (again).
+			return claim{it: it, job: job, rev: rev}, false, nil
+		case same:
+			s.requeueEvents(pubs, &job)
+			return claim{}, true, nil
+		case job.Status == stateFailed:
+			// A new command for a failed request id is a retry, processed afresh.
+			j := s.newJob(it, job.Attempt+1, s.now())
+			val, _ := json.Marshal(&j)
+			rev, err := s.jobs.Update(ctx, key, val, rev)
+			if err != nil {
+				continue // changed meanwhile: look again
+			}
+			s.m.commands.WithLabelValues("accepted").Inc()
+			return claim{it: it, job: j, rev: rev}, false, nil
+		default:
+			s.m.commands.WithLabelValues("duplicate").Inc()
+			s.log.Info().Str("request_id", it.cmd.RequestID).Str("job_status", job.Status).Msg("duplicate deletion command acknowledged")
+			return claim{}, true, nil
+		}
+	}
+	return claim{}, false, errors.New("job changed repeatedly by other writers")
+}
+
+func (s *Service) newJob(it item, attempt int, now time.Time) Job {
+	requested := it.cmd.Time
+	if requested.IsZero() {
+		requested = now
+	}
+	j := Job{
+		RequestID:    it.cmd.RequestID,
+		Attempt:      attempt,
+		Seq:          it.seq,
+		IdentityHash: identityHash(s.cfg.HashKey, it.cmd.Identity, it.cmd.UserID),
+		RequestedAt:  requested.UTC(),
+		Deadline:     it.cmd.Deadline,
+	}
+	j.record(stateAccepted, now, "")
+	return j
+}
+
+// requeueEvents re-publishes the events of every transition the job has reached.
+func (s *Service) requeueEvents(pubs *publishes, j *Job) {
+	for _, t := range j.History {
+		switch t.Status {
+		case string(events.StatusSubmitted), stateProcessing, stateComplete, stateFailed:
+			pubs.add(s, j.event(events.Status(t.Status), t.At))
+		}
+	}
+}
+
+// submit sends the claimed commands to Heap in one request. A permanent rejection of
+// several users is narrowed down by halves so that only the culprits fail.
+func (s *Service) submit(ctx context.Context, claims []claim) {
+	users := make([]heapclient.User, 0, len(claims))
+	seen := make(map[heapclient.User]struct{}, len(claims))
+	for _, c := range claims {
+		u := heapclient.User{Identity: c.it.cmd.Identity, UserID: c.it.cmd.UserID}
+		if _, dup := seen[u]; dup {
+			continue // two request ids for one person: one Heap entry covers both
+		}
+		seen[u] = struct{}{}
+		users = append(users, u)
+	}
+	id, err := s.heap.Submit(ctx, users)
+	switch {
+	case err == nil:
+		s.setCredsRejected(false)
+		s.submitted(ctx, claims, id, len(users))
+	case ctx.Err() != nil:
+		s.release(itemsOf(claims))
+	case errors.Is(err, heapclient.ErrRejected) && len(claims) > 1:
+		s.m.heapFailures.WithLabelValues("rejected").Inc()
+		half := len(claims) / 2
+		s.log.Info().Int("commands", len(claims)).Msg("Heap rejected a batch; splitting it to find the user it refuses")
+		s.submit(ctx, claims[:half])
+		s.submit(ctx, claims[half:])
+	case errors.Is(err, heapclient.ErrRejected):
+		s.m.heapFailures.WithLabelValues("rejected").Inc()
+		s.fail(ctx, claims[0], events.ReasonHeapRejected, err.Error())
+	case errors.Is(err, heapclient.ErrUnauthorized):
+		s.m.heapFailures.WithLabelValues("unauthorized").Inc()
+		s.m.credsRejected.Inc()
+		s.setCredsRejected(true)
+		s.log.Error().Err(err).Int("commands", len(claims)).
+			Msg("Heap rejected the credentials: set HEAPDEL_HEAP_APP_ID to the Main Production environment id and HEAPDEL_HEAP_API_KEY (or _FILE) to a valid key; commands are kept and retried")
+		s.nak(claims, 10*s.cfg.RetryDelay, 5*time.Minute)
+	default:
+		kind := "other"
+		if errors.Is(err, heapclient.ErrRetryable) {
+			kind = "retryable"
+		}
+		s.m.heapFailures.WithLabelValues(kind).Inc()
+		s.log.Warn().Err(err).Int("commands", len(claims)).Msg("Heap submission failed; commands will be retried")
+		s.nak(claims, s.cfg.RetryDelay, 2*time.Minute)
+	}
+}
+
+// submitted records a Heap deletion request: the request record first (so no job
+// can be processing without being followed), then the jobs, then the events; only
+// when all are stored are the commands acknowledged.
+func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, users int) {
+	now := s.now()
+	untilComplete := s.cfg.Behavior == BehaviorUntilComplete
+	if untilComplete {
+		if err := s.trackRequest(ctx, claims, heapID, users, now); err != nil {
+			s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("recording Heap deletion request; commands will be redelivered")
+			s.release(itemsOf(claims))
+			return
+		}
+	}
+	var pubs publishes
+	futures := make([]jetstream.PubAckFuture, len(claims))
+	for i := range claims {
+		j := &claims[i].job
+		j.HeapDeletionRequestID = heapID
+		j.SubmittedAt = now
+		j.record(string(events.StatusSubmitted), now, "")
+		ttl := time.Duration(0)
+		if untilComplete {
+			j.record(stateProcessing, now, "")
+		} else {
+			j.CompletedAt = now
+			j.record(stateComplete, now, "")
+			ttl = s.cfg.JobRetention
+		}
+		val, _ := json.Marshal(j)
+		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, claims[i].rev, ttl)
+		if err != nil {
+			s.release([]item{claims[i].it})
+			continue
+		}
+		futures[i] = f
+	}
+	var ack []item
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		c := &claims[i]
+		if _, err := awaitAck(ctx, f); err != nil {
+			if errors.Is(err, errConflict) {
+				// Another replica took this job over (a redelivery raced us); it publishes.
+				ack = append(ack, c.it)
+				continue
+			}
+			s.log.Warn().Err(err).Str("request_id", c.job.RequestID).Msg("job store; command will be redelivered")
+			s.release([]item{c.it})
+			continue
+		}
+		pubs.add(s, c.job.event(events.StatusSubmitted, now))
+		if untilComplete {
+			pubs.add(s, c.job.event(events.StatusProcessing, now))
+		} else {
+			pubs.add(s, c.job.event(events.StatusComplete, now))
+		}
+		ack = append(ack, c.it)
+	}
+	if err := pubs.await(ctx, s); err != nil {
+		s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("status events not stored; commands will be redelivered")
+		s.release(ack)
+		return
+	}
+	for _, it := range ack {
+		_ = it.msg.Ack()
+	}
+	s.log.Info().Str("heap_deletion_request_id", heapID).Int("users", users).Int("commands", len(ack)).Msg("submitted to Heap")
+}
+
+// fail records a permanent failure of one command and acknowledges it.
+func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, message string) {
+	now := s.now()
+	j := &c.job
+	j.CompletedAt = now
+	j.Reason, j.Message = string(reason), message
+	j.record(stateFailed, now, string(reason))
+	val, _ := json.Marshal(j)
+	f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, c.rev, s.cfg.JobRetention)
+	if err == nil {
+		_, err = awaitAck(ctx, f)
+	}
+	if err != nil && !errors.Is(err, errConflict) {
+		s.log.Warn().Err(err).Str("request_id", j.RequestID).Msg("job store; command will be redelivered")
+		s.release([]item{c.it})
+		return
+	}
+	var pubs publishes
+	pubs.add(s, j.event(events.StatusFailed, now))
+	if err := pubs.await(ctx, s); err != nil {
+		s.release([]item{c.it})
+		return
+	}
+	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("message", message).Msg("deletion failed")
+	_ = c.it.msg.Ack()
+}
+
+// release gives commands back to JetStream at once, for this or another replica.
+func (s *Service) release(items []item) {
+	for _, it := range items {
+		_ = it.msg.Nak()
+	}
+}
+
+// nak gives commands back after a delay that grows with each delivery, with jitter.
+func (s *Service) nak(claims []claim, base, ceiling time.Duration) {
+	for _, c := range claims {
+		_ = c.it.msg.NakWithDelay(backoff(c.it.delivered, base, ceiling))
+	}
+}
+
+// backoff is base·2^(n-1) capped at ceiling, ±20% jitter.
+func backoff(delivered uint64, base, ceiling time.Duration) time.Duration {
+	d := base
+	for i := uint64(1); i < delivered && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return d + jitter
+}
+
+func itemsOf(claims []claim) []item {
+	out := make([]item, len(claims))
+	for i, c := range claims {
+		out[i] = c.it
+	}
+	return out
+}

@@ -1,0 +1,261 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
+	at := time.Date(2026, 4, 5, 6, 7, 8, 9, time.FixedZone("x", 3600))
+	tests := []struct {
+		name string
+		ev   StatusEvent
+	}{
+		{name: "submitted", ev: StatusEvent{RequestID: "dsr-1", Status: StatusSubmitted, Attempt: 1,
+			HeapDeletionRequestID: "c93fae81-f67a-46d6-acf1-0c3ba1c3e5a6", RequestedAt: at, SubmittedAt: at.Add(time.Second), Time: at}},
+		{name: "complete with deadline", ev: StatusEvent{RequestID: "dsr-1", Status: StatusComplete, Attempt: 2,
+			HeapDeletionRequestID: "h1", RequestedAt: at, SubmittedAt: at, CompletedAt: at.Add(time.Hour), Deadline: at.Add(720 * time.Hour), Time: at}},
+		{name: "failed invalid", ev: StatusEvent{RequestID: "a:b.c_d-e", Status: StatusFailed, Attempt: 1,
+			Reason: ReasonInvalidCommand, Message: "bad_field: user_id \"quoted\" <tag> é\n", Time: at}},
+		{name: "processing", ev: StatusEvent{RequestID: "r", Status: StatusProcessing, Attempt: 7, Time: at}},
+	}
+	for _, tc := range tests {
+		for _, structured := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/structured=%v", tc.name, structured), func(t *testing.T) {
+				enc := NewEncoder(EncoderConfig{Prefix: "p.q", Source: "src", Structured: structured})
+				msg, err := enc.Encode(tc.ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantID := EventID(tc.ev.RequestID, tc.ev.Attempt, tc.ev.Status)
+				if want := "p.q.status." + string(tc.ev.Status); msg.Subject != want {
+					t.Errorf("subject = %q, want %q", msg.Subject, want)
+				}
+				if got := msg.Header.Get(nats.MsgIdHdr); got != wantID {
+					t.Errorf("Nats-Msg-Id = %q, want %q", got, wantID)
+				}
+				if structured {
+					if ct := msg.Header.Get("content-type"); ct != "application/cloudevents+json" {
+						t.Errorf("content-type = %q", ct)
+					}
+				} else {
+					for k, want := range map[string]string{
+						"ce-specversion": "1.0", "ce-id": wantID, "ce-source": "src", "ce-subject": tc.ev.RequestID,
+						"ce-type": "heap.deletion." + string(tc.ev.Status), "content-type": "application/json",
+						"ce-datacontenttype": "application/json",
+					} {
+						if got := msg.Header.Get(k); got != want {
+							t.Errorf("header %s = %q, want %q", k, got, want)
+						}
+					}
+				}
+				checkStatusData(t, msg, tc.ev)
+
+				got, id, err := DecodeStatus(msg.Header, msg.Data)
+				if err != nil {
+					t.Fatalf("DecodeStatus: %v", err)
+				}
+				if id != wantID {
+					t.Errorf("event id = %q, want %q", id, wantID)
+				}
+				want := tc.ev
+				want.Attempt = 0 // not carried by the event
+				if !statusEqual(got, want) {
+					t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+				}
+			})
+		}
+	}
+}
+
+// checkStatusData checks the data object's keys and values as SPEC.md gives them.
+func checkStatusData(t *testing.T, msg *nats.Msg, ev StatusEvent) {
+	t.Helper()
+	data := msg.Data
+	if msg.Header.Get("ce-specversion") == "" {
+		var env struct {
+			SpecVersion, ID, Source, Type, Subject, DataContentType, Time string
+			Data                                                          json.RawMessage
+		}
+		if err := json.Unmarshal(msg.Data, &env); err != nil {
+			t.Fatalf("structured body: %v", err)
+		}
+		if env.SpecVersion != "1.0" || env.Subject != ev.RequestID || env.DataContentType != "application/json" ||
+			env.Type != "heap.deletion."+string(ev.Status) || env.ID != EventID(ev.RequestID, ev.Attempt, ev.Status) {
+			t.Errorf("envelope = %+v", env)
+		}
+		if tm, err := time.Parse(time.RFC3339Nano, env.Time); err != nil || !tm.Equal(ev.Time) {
+			t.Errorf("time = %q (%v), want %v", env.Time, err, ev.Time)
+		}
+		data = env.Data
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("data %s: %v", data, err)
+	}
+	keys := []string{"request_id", "status", "heap_deletion_request_id", "requested_at", "submitted_at", "completed_at", "reason", "message"}
+	if !ev.Deadline.IsZero() {
+		keys = append(keys, "deadline")
+	}
+	got := slices.Sorted(func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	slices.Sort(keys)
+	if !slices.Equal(got, keys) {
+		t.Errorf("data keys = %v, want %v", got, keys)
+	}
+	for k, tm := range map[string]time.Time{"requested_at": ev.RequestedAt, "submitted_at": ev.SubmittedAt, "completed_at": ev.CompletedAt} {
+		if tm.IsZero() {
+			if m[k] != nil {
+				t.Errorf("%s = %v, want null", k, m[k])
+			}
+			continue
+		}
+		if s, _ := m[k].(string); s != tm.UTC().Format(time.RFC3339Nano) {
+			t.Errorf("%s = %v, want %s", k, m[k], tm.UTC().Format(time.RFC3339Nano))
+		}
+	}
+}
+
+func statusEqual(a, b StatusEvent) bool {
+	return a.RequestID == b.RequestID && a.Status == b.Status && a.Attempt == b.Attempt &&
+		a.HeapDeletionRequestID == b.HeapDeletionRequestID && a.RequestedAt.Equal(b.RequestedAt) &&
+		a.SubmittedAt.Equal(b.SubmittedAt) && a.CompletedAt.Equal(b.CompletedAt) && a.Deadline.Equal(b.Deadline) &&
+		a.Reason == b.Reason && a.Message == b.Message && a.Time.Equal(b.Time)
+}
+
+func TestEncodeDefaults(t *testing.T) {
+	before := time.Now()
+	msg, err := NewEncoder(EncoderConfig{}).Encode(StatusEvent{RequestID: "r1", Status: StatusComplete, Attempt: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != "heap.deletion.status.complete" || msg.Header.Get("ce-source") != "heapdel" {
+		t.Errorf("subject %q, header %v", msg.Subject, msg.Header)
+	}
+	ev, _, err := DecodeStatus(msg.Header, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Time.Before(before.Add(-time.Second)) || ev.Time.After(time.Now().Add(time.Second)) {
+		t.Errorf("event time %v, want about now", ev.Time)
+	}
+}
+
+func TestEncodeRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   StatusEvent
+	}{
+		{name: "unknown status", ev: StatusEvent{RequestID: "r1", Status: "done", Attempt: 1}},
+		{name: "empty status", ev: StatusEvent{RequestID: "r1", Attempt: 1}},
+		{name: "status with wildcard", ev: StatusEvent{RequestID: "r1", Status: "*", Attempt: 1}},
+		{name: "attempt zero", ev: StatusEvent{RequestID: "r1", Status: StatusFailed}},
+		{name: "empty request id", ev: StatusEvent{Status: StatusFailed, Attempt: 1}},
+		{name: "request id with space", ev: StatusEvent{RequestID: "a b", Status: StatusFailed, Attempt: 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewEncoder(EncoderConfig{}).Encode(tc.ev); !errors.Is(err, ErrBadStatusEvent) {
+				t.Errorf("Encode error = %v, want ErrBadStatusEvent", err)
+			}
+		})
+	}
+}
+
+func TestEventID(t *testing.T) {
+	id := EventID("dsr-1", 1, StatusSubmitted)
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		t.Errorf("EventID = %q, want 32 lowercase hex digits", id)
+	}
+	if again := EventID("dsr-1", 1, StatusSubmitted); again != id {
+		t.Errorf("EventID not deterministic: %q then %q", id, again)
+	}
+	others := []string{
+		EventID("dsr-1", 2, StatusSubmitted),
+		EventID("dsr-1", 1, StatusProcessing),
+		EventID("dsr-2", 1, StatusSubmitted),
+		EventID("dsr-11", 1, StatusSubmitted),
+		EventID("dsr-1", 11, StatusSubmitted),
+	}
+	for _, o := range others {
+		if o == id {
+			t.Errorf("EventID collision: %q", o)
+		}
+	}
+	// Two encodings of the same transition (a re-publish after a redelivery) carry
+	// the same id and Nats-Msg-Id, whatever their times.
+	enc := NewEncoder(EncoderConfig{})
+	ev := StatusEvent{RequestID: "dsr-1", Status: StatusSubmitted, Attempt: 1, Time: time.Unix(1, 0)}
+	a, err := enc.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Time = time.Unix(2, 0)
+	b, err := enc.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Header.Get("ce-id") != id || b.Header.Get("ce-id") != id || b.Header.Get(nats.MsgIdHdr) != id {
+		t.Errorf("ids %q, %q, %q; want %q", a.Header.Get("ce-id"), b.Header.Get("ce-id"), b.Header.Get(nats.MsgIdHdr), id)
+	}
+}
+
+func TestDecodeStatusRejects(t *testing.T) {
+	good, err := NewEncoder(EncoderConfig{}).Encode(StatusEvent{RequestID: "r1", Status: StatusFailed, Attempt: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		h    nats.Header
+		data string
+	}{
+		{name: "not a cloudevent", data: `{"request_id":"r1"}`},
+		{name: "data not json", h: good.Header, data: `nope`},
+		{name: "unknown status", h: good.Header, data: `{"request_id":"r1","status":"done"}`},
+		{name: "type does not match status", h: good.Header, data: `{"request_id":"r1","status":"complete"}`},
+		{name: "bad time", h: good.Header, data: `{"request_id":"r1","status":"failed","requested_at":"soon"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, _, err := DecodeStatus(tc.h, []byte(tc.data)); err == nil {
+				t.Error("DecodeStatus succeeded")
+			}
+		})
+	}
+}
+
+func TestStatusEventsNeverCarryIdentity(t *testing.T) {
+	// StatusEvent has no identity field at all; this guards the encoding of a
+	// failure message built from a decode error of a command with an identity.
+	h, data := buildMsg(t, binaryMode, `{"request_id":"r1","identity":"`+secretIdentity+`","user_id":`+secretUserID+`}`, nil)
+	_, derr := NewDecoder(DecoderConfig{}).Decode(testSubject, h, data)
+	if derr == nil {
+		t.Fatal("want an invalid command")
+	}
+	for _, structured := range []bool{false, true} {
+		msg, err := NewEncoder(EncoderConfig{Structured: structured}).Encode(StatusEvent{
+			RequestID: "r1", Status: StatusFailed, Attempt: 1, Reason: ReasonInvalidCommand, Message: derr.Error()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := string(msg.Data) + fmt.Sprint(msg.Header)
+		for _, s := range []string{"secret", secretUserID} {
+			if strings.Contains(all, s) {
+				t.Errorf("status event contains %q: %s", s, all)
+			}
+		}
+	}
+}

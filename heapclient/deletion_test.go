@@ -1,0 +1,646 @@
+package heapclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/heapdel/heapdel/heapclient/heaptest"
+)
+
+// leakUsers are the users of the error-path tests: none of them, nor the API
+// key, nor any token, may appear in an error, a log line or a metric label.
+var leakUsers = []User{
+	{Identity: "alice.secret@example.com"},
+	{UserID: 8512376125342183},
+	{UserID: math.MaxInt64},
+	{Identity: "Bob-Identity-7731"},
+}
+
+func rejectSome(u heaptest.User) heaptest.Outcome {
+	if u.Identity == "alice.secret@example.com" || u.UserID == "8512376125342183" {
+		return heaptest.OutcomeReject
+	}
+	return heaptest.OutcomeComplete
+}
+
+func answer400(body string) func(http.ResponseWriter, *http.Request) bool {
+	return answerOn(epDeletion, http.StatusBadRequest, body)
+}
+
+// answerOn makes endpoint always answer code with body.
+func answerOn(endpoint string, code int, body string) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/"+endpoint) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		fmt.Fprint(w, body)
+		return true
+	}
+}
+
+type callCase struct {
+	name     string
+	sim      heaptest.Options
+	cfg      func(*Config)
+	script   []heaptest.Fault
+	override func(http.ResponseWriter, *http.Request) bool
+	call     string // "submit", "status", "check"
+	statusID string // for "status": "" = the id of a submission made before the script starts
+	ctxLimit time.Duration
+
+	wantErr     []error // errors.Is must hold for each
+	wantNot     []error // errors.Is must not hold
+	wantCode    int     // *RetryableError's Code, when wantErr holds ErrRetryable
+	wantText    []string
+	wantResult  string
+	wantReqs    map[string]int
+	retryAfter  time.Duration
+	noRedaction bool
+}
+
+func TestCalls(t *testing.T) {
+	all := []error{ErrUnauthorized, ErrNotFound, ErrRejected, ErrRetryable, ErrBatchSize, context.Canceled, context.DeadlineExceeded}
+	tests := []callCase{
+		{name: "submit ok", call: "submit", wantReqs: map[string]int{epAuth: 1, epDeletion: 1}},
+		{name: "status pending", call: "status", sim: heaptest.Options{CompleteAfter: time.Hour}, wantResult: "pending",
+			wantReqs: map[string]int{epAuth: 1, epDeletion: 1, epStatus: 1}},
+		{name: "status complete", call: "status", wantResult: "complete"},
+		{name: "status 404", call: "status", statusID: uuid.NewString(), wantErr: []error{ErrNotFound}, wantReqs: map[string]int{epStatus: 1}},
+		{name: "status empty id", call: "status", statusID: "-", wantErr: []error{ErrNotFound}, wantReqs: map[string]int{epStatus: 0}},
+		{name: "status id escaped", call: "status", statusID: "../user_deletion?x=1#y", wantErr: []error{ErrNotFound}, wantReqs: map[string]int{epStatus: 1}},
+		{name: "check ok", call: "check", wantReqs: map[string]int{epAuth: 1}},
+		{name: "check 401", call: "check", cfg: func(c *Config) { c.APIKey = "wrong-key-SECRET-1" },
+			wantErr: []error{ErrUnauthorized}, wantReqs: map[string]int{epAuth: 1}},
+		{name: "submit 401 on auth_token", call: "submit", cfg: func(c *Config) { c.APIKey = "wrong-key-SECRET-2" },
+			wantErr: []error{ErrUnauthorized}, wantReqs: map[string]int{epAuth: 1, epDeletion: 0}},
+		{name: "submit 401 with a fresh token", call: "submit", sim: heaptest.Options{TokenTTL: time.Nanosecond},
+			wantErr: []error{ErrUnauthorized}, wantReqs: map[string]int{epAuth: 1, epDeletion: 1}},
+		{name: "status 401 with a fresh token", call: "status", statusID: uuid.NewString(), sim: heaptest.Options{TokenTTL: time.Nanosecond},
+			wantErr: []error{ErrUnauthorized}, wantReqs: map[string]int{epAuth: 1, epStatus: 1}},
+		{name: "400 echoing an identity", call: "submit", sim: heaptest.Options{Rule: rejectSome},
+			wantErr: []error{ErrRejected}, wantText: []string{"400", "[redacted]"}, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "400 echoing in other shapes", call: "submit",
+			override: answer400(`{"message":"bad: ALICE.SECRET@example.COM, 9223372036854775807 and bob-identity-7731 (key sim-key-SECRET-7f3a9c)"}`),
+			wantErr:  []error{ErrRejected}, wantText: []string{"bad: [redacted], [redacted] and [redacted] (key [redacted])"}},
+		{name: "400 with error field", call: "submit", override: answer400(`{"error":"users malformed"}`),
+			wantErr: []error{ErrRejected}, wantText: []string{"users malformed"}, noRedaction: true},
+		{name: "400 without JSON", call: "submit", override: answer400(`<html>alice.secret@example.com</html>`),
+			wantErr: []error{ErrRejected}, wantText: []string{"Bad Request"}, noRedaction: true},
+		{name: "422", call: "submit", override: answerOn(epDeletion, 422, `{"err":{"message":"nope"}}`),
+			wantErr: []error{ErrRejected}, wantText: []string{"422", "nope"}},
+		{name: "404 on user_deletion", call: "submit", override: answerOn(epDeletion, 404, `not found`),
+			wantErr: []error{ErrRejected}, wantNot: []error{ErrNotFound}},
+		{name: "429 storm", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429}},
+			wantErr: []error{ErrRetryable}, wantCode: 429, wantReqs: map[string]int{epDeletion: 6}},
+		{name: "429 twice then ok", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, Count: 2}},
+			wantReqs: map[string]int{epDeletion: 3}},
+		{name: "429 with Retry-After beyond the budget", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, RetryAfter: "3600"}},
+			wantErr: []error{ErrRetryable}, wantCode: 429, retryAfter: time.Hour, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "503 storm", call: "status", script: []heaptest.Fault{{Endpoint: "deletion_status", Status: 503}},
+			wantErr: []error{ErrRetryable}, wantCode: 503, wantReqs: map[string]int{epStatus: 6}},
+		{name: "500 once", call: "status", script: []heaptest.Fault{{Endpoint: "deletion_status", Status: 500, Count: 1}},
+			wantResult: "complete", wantReqs: map[string]int{epStatus: 2}},
+		{name: "no retries", call: "submit", cfg: func(c *Config) { c.MaxRetries = -1 },
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 502}},
+			wantErr: []error{ErrRetryable}, wantCode: 502, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "retry budget", call: "submit", cfg: func(c *Config) { c.MinBackoff, c.MaxBackoff, c.RetryBudget = time.Second, time.Second, 1500 * time.Millisecond },
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 503}},
+			wantErr: []error{ErrRetryable}, wantCode: 503, wantReqs: map[string]int{epDeletion: 2}},
+		{name: "auth_token 503 twice", call: "submit", script: []heaptest.Fault{{Endpoint: "auth_token", Status: 503, Count: 2}},
+			wantReqs: map[string]int{epAuth: 3, epDeletion: 1}},
+		{name: "auth_token 429 storm", call: "check", script: []heaptest.Fault{{Endpoint: "auth_token", Status: 429}},
+			wantErr: []error{ErrRetryable}, wantCode: 429, wantText: []string{"auth_token"}, wantReqs: map[string]int{epAuth: 6}},
+		{name: "dropped once", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Drop: true, Count: 1}},
+			wantReqs: map[string]int{epDeletion: 2}},
+		{name: "dropped always", call: "submit", cfg: func(c *Config) { c.MaxRetries = 2 },
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Drop: true}},
+			wantErr: []error{ErrRetryable}, wantCode: 0, wantReqs: map[string]int{epDeletion: 3}},
+		{name: "timeout once", call: "submit", cfg: func(c *Config) { c.RequestTimeout = 100 * time.Millisecond },
+			script:   []heaptest.Fault{{Endpoint: "user_deletion", Latency: time.Hour, Count: 1}},
+			wantReqs: map[string]int{epDeletion: 2}},
+		{name: "timeout always", call: "status", cfg: func(c *Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxRetries = 1 },
+			script:  []heaptest.Fault{{Endpoint: "deletion_status", Latency: time.Hour}},
+			wantErr: []error{ErrRetryable}, wantNot: []error{context.DeadlineExceeded}, wantCode: 0, wantText: []string{"timed out"}},
+		{name: "bad JSON on 201", call: "submit", cfg: func(c *Config) { c.MaxRetries = 2 },
+			override: answerOn(epDeletion, 201, `{"deletion_request_id":`),
+			wantErr:  []error{ErrRetryable}, wantCode: 201, wantReqs: map[string]int{epDeletion: 3}},
+		{name: "201 without id", call: "submit", cfg: func(c *Config) { c.MaxRetries = -1 },
+			override: answerOn(epDeletion, 201, `{"status":"pending"}`),
+			wantErr:  []error{ErrRetryable}, wantCode: 201},
+		{name: "bad JSON on 200 status", call: "status", statusID: uuid.NewString(), cfg: func(c *Config) { c.MaxRetries = -1 },
+			override: answerOn(epStatus, 200, `[]`), wantErr: []error{ErrRetryable}, wantCode: 200},
+		{name: "bad JSON token", call: "check", cfg: func(c *Config) { c.MaxRetries = -1 },
+			override: answerOn(epAuth, 200, `{"access_token":""}`), wantErr: []error{ErrRetryable}, wantCode: 200},
+		{name: "unknown status", call: "status", statusID: uuid.NewString(),
+			override: answerOn(epStatus, 200, `{"deletion_request_id":"x","status":"failed"}`),
+			wantText: []string{`unknown status "failed"`}, wantReqs: map[string]int{epStatus: 1}},
+		{name: "ctx deadline during backoff", call: "submit", ctxLimit: 200 * time.Millisecond,
+			cfg:     func(c *Config) { c.MinBackoff, c.MaxBackoff, c.RetryBudget = time.Hour, time.Hour, 2*time.Hour },
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 503}},
+			wantErr: []error{context.DeadlineExceeded, ErrRetryable}, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "ctx deadline during a request", call: "submit", ctxLimit: 200 * time.Millisecond,
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Latency: time.Hour}},
+			wantErr: []error{context.DeadlineExceeded}, wantReqs: map[string]int{epDeletion: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{sim: tt.sim, cfg: tt.cfg, override: tt.override})
+			ctx := t.Context()
+			if tt.ctxLimit > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.ctxLimit)
+				defer cancel()
+			}
+			id := tt.statusID
+			if tt.call == "status" && id == "" {
+				var err error
+				if id, err = e.c.Submit(t.Context(), leakUsers[1:3]); err != nil {
+					t.Fatalf("Submit before Status: %v", err)
+				}
+			}
+			e.sim.Script(tt.script...)
+			var (
+				res string
+				err error
+			)
+			switch tt.call {
+			case "submit":
+				res, err = e.c.Submit(ctx, leakUsers)
+			case "status":
+				if id == "-" {
+					id = ""
+				}
+				var s Status
+				s, err = e.c.Status(ctx, id)
+				res = string(s)
+			case "check":
+				err = e.c.CheckCredentials(ctx)
+			}
+
+			if len(tt.wantErr) == 0 && len(tt.wantText) == 0 && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if (len(tt.wantErr) > 0 || len(tt.wantText) > 0) && err == nil {
+				t.Fatalf("no error; want %v %q", tt.wantErr, tt.wantText)
+			}
+			for _, want := range tt.wantErr {
+				if !errors.Is(err, want) {
+					t.Errorf("error %q is not %v", err, want)
+				}
+			}
+			for _, sentinel := range all {
+				wanted := false
+				for _, want := range tt.wantErr {
+					wanted = wanted || want == sentinel
+				}
+				if !wanted && err != nil && errors.Is(err, sentinel) {
+					t.Errorf("error %q is %v, unexpectedly", err, sentinel)
+				}
+			}
+			for _, not := range tt.wantNot {
+				if errors.Is(err, not) {
+					t.Errorf("error %q is %v", err, not)
+				}
+			}
+			var re *RetryableError
+			if errors.As(err, &re) && tt.ctxLimit == 0 {
+				if re.Code != tt.wantCode || re.RetryAfter != tt.retryAfter {
+					t.Errorf("RetryableError Code %d RetryAfter %s, want %d %s", re.Code, re.RetryAfter, tt.wantCode, tt.retryAfter)
+				}
+			}
+			for _, text := range tt.wantText {
+				if !strings.Contains(err.Error(), text) {
+					t.Errorf("error %q does not contain %q", err, text)
+				}
+			}
+			switch {
+			case tt.wantResult != "" && res != tt.wantResult:
+				t.Errorf("result %q, want %q", res, tt.wantResult)
+			case tt.call == "submit" && err == nil:
+				subs := e.sim.Submissions()
+				if len(subs) == 0 || subs[len(subs)-1].ID != res {
+					t.Errorf("Submit returned %q; the simulator has %+v", res, subs)
+				}
+			}
+			for ep, n := range tt.wantReqs {
+				if got := len(e.requests(ep)); got != n {
+					t.Errorf("%s requests: %d, want %d", ep, got, n)
+				}
+			}
+			if err != nil && len(err.Error()) > 600 {
+				t.Errorf("error is %d bytes long", len(err.Error()))
+			}
+			assertNoLeak(t, e, err)
+		})
+	}
+}
+
+// assertNoLeak fails if an error, a log line or a metric label holds the API key,
+// a token, an identity or a user id.
+func assertNoLeak(t *testing.T, e *env, errs ...error) {
+	t.Helper()
+	forbidden := []string{testKey, e.c.cfg.APIKey}
+	for _, s := range e.requests("") {
+		if s.token != "" {
+			forbidden = append(forbidden, s.token)
+		}
+	}
+	for _, u := range leakUsers {
+		if u.Identity != "" {
+			forbidden = append(forbidden, u.Identity, strings.ToLower(u.Identity))
+		} else {
+			forbidden = append(forbidden, strconv.FormatUint(u.UserID, 10))
+		}
+	}
+	var texts []string
+	for _, err := range errs {
+		if err != nil {
+			texts = append(texts, "error: "+err.Error())
+		}
+	}
+	texts = append(texts, "logs: "+e.logs.String())
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				texts = append(texts, "metric label: "+l.GetName()+"="+l.GetValue())
+			}
+		}
+	}
+	for _, text := range texts {
+		lower := strings.ToLower(text)
+		for _, f := range forbidden {
+			if strings.Contains(lower, strings.ToLower(f)) {
+				t.Errorf("%q leaked in %s", f, text)
+			}
+		}
+	}
+}
+
+func TestSubmitBatchSize(t *testing.T) {
+	e := newEnv(t, envOpts{sim: heaptest.Options{DiscardUsers: true}})
+	users := func(n int) []User {
+		u := make([]User, n)
+		for i := range u {
+			u[i] = User{UserID: uint64(i + 1)}
+		}
+		return u
+	}
+	tests := []struct {
+		name    string
+		users   []User
+		wantErr error
+	}{
+		{"none", nil, ErrBatchSize},
+		{"empty", []User{}, ErrBatchSize},
+		{"10,001", users(MaxUsers + 1), ErrBatchSize},
+		{"a user naming no one", []User{{UserID: 1}, {}}, ErrRejected},
+		{"10,000", users(MaxUsers), nil},
+		{"one", users(1), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(e.requests(epDeletion))
+			_, err := e.c.Submit(t.Context(), tt.users)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			sent := len(e.requests(epDeletion)) - before
+			if want := map[bool]int{true: 0, false: 1}[tt.wantErr != nil]; sent != want {
+				t.Errorf("%d requests sent, want %d", sent, want)
+			}
+		})
+	}
+	if got := e.sim.SubmittedUsers(); got != MaxUsers+1 {
+		t.Errorf("SubmittedUsers() = %d, want %d", got, MaxUsers+1)
+	}
+	if got := testutil.ToFloat64(e.c.m.batch); got != 0 { // a Histogram reads as its sum
+		_ = got
+	}
+}
+
+func TestUserIDsRoundTrip(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	users := []User{
+		{UserID: math.MaxInt64},
+		{UserID: math.MaxUint64},
+		{UserID: 1<<53 + 1},
+		{UserID: 1},
+		{Identity: "ünï\"cödé\\\n\t\u2028<&>@example.com"},
+		{Identity: "42"},
+	}
+	if _, err := e.c.Submit(t.Context(), users); err != nil {
+		t.Fatal(err)
+	}
+	got := e.sim.Submissions()[0].Users
+	want := []heaptest.User{
+		{UserID: "9223372036854775807"},
+		{UserID: "18446744073709551615"},
+		{UserID: "9007199254740993"},
+		{UserID: "1"},
+		{Identity: users[4].Identity},
+		{Identity: "42"},
+	}
+	if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
+		t.Errorf("simulator received %q, want %q", got, want)
+	}
+}
+
+func TestTokenExpiresMidRun(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := t.Context()
+	id, err := e.c.Submit(ctx, leakUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.ExpireTokens() // Heap drops the token before our lifetime says so
+	if _, err := e.c.Status(ctx, id); err != nil {
+		t.Fatalf("Status after the token expired: %v", err)
+	}
+	if _, err := e.c.Submit(ctx, leakUsers); err != nil {
+		t.Fatalf("Submit with the new token: %v", err)
+	}
+	if got := len(e.requests(epAuth)); got != 2 {
+		t.Errorf("%d token fetches, want 2", got)
+	}
+	if got := testutil.ToFloat64(e.c.m.retries.WithLabelValues(epStatus, reasonTokenExpired)); got != 1 {
+		t.Errorf("token_expired retries = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(e.c.m.tokens.WithLabelValues(fetchOK)); got != 2 {
+		t.Errorf("token fetches ok = %v, want 2", got)
+	}
+	assertNoLeak(t, e)
+}
+
+func TestTokenLifetime(t *testing.T) {
+	e := newEnv(t, envOpts{sim: heaptest.Options{TokenTTL: time.Hour}, cfg: func(c *Config) { c.TokenLifetime = time.Minute }})
+	clk := &clock{t: time.Now()}
+	e.c.now = clk.Now
+	ctx := t.Context()
+	steps := []struct {
+		advance   time.Duration
+		wantFetch int
+	}{{0, 1}, {time.Minute - 1, 1}, {1, 2}, {30 * time.Second, 2}, {time.Minute, 3}}
+	for i, s := range steps {
+		clk.Add(s.advance)
+		if _, err := e.c.Status(ctx, uuid.NewString()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := len(e.requests(epAuth)); got != s.wantFetch {
+			t.Fatalf("step %d: %d token fetches, want %d", i, got, s.wantFetch)
+		}
+	}
+	if got := testutil.ToFloat64(e.c.m.retries.WithLabelValues(epStatus, reasonTokenExpired)); got != 0 {
+		t.Errorf("a token was refreshed by a 401, not by its lifetime")
+	}
+}
+
+func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	// The token fetch is slow, so that every caller arrives while it is in flight.
+	e.sim.Script(heaptest.Fault{Endpoint: "auth_token", Latency: 200 * time.Millisecond, Count: 1})
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = e.c.Submit(t.Context(), []User{{UserID: uint64(i + 1)}})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("caller %d: %v", i, err)
+		}
+	}
+	if got := len(e.requests(epAuth)); got != 1 {
+		t.Errorf("%d token fetches, want 1", got)
+	}
+	if got := e.sim.Requests("user_deletion"); got != 20 {
+		t.Errorf("%d submissions, want 20", got)
+	}
+}
+
+func TestTokenWaitersRespectTheirContext(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sim.Script(heaptest.Fault{Endpoint: "auth_token", Latency: time.Hour, Count: 1})
+	leaderCtx, cancelLeader := context.WithCancel(t.Context())
+	leader := make(chan error, 1)
+	go func() { _, err := e.c.Submit(leaderCtx, leakUsers); leader <- err }()
+	waitFor(t, "the token fetch", func() bool { return len(e.requests(epAuth)) == 1 })
+
+	waiterCtx, cancelWaiter := context.WithCancel(t.Context())
+	waiter := make(chan error, 1)
+	go func() { _, err := e.c.Status(waiterCtx, uuid.NewString()); waiter <- err }()
+	time.Sleep(20 * time.Millisecond) // let it join the fetch; not needed for correctness
+	cancelWaiter()
+	if err := <-waiter; !errors.Is(err, context.Canceled) {
+		t.Errorf("waiter: %v, want context.Canceled", err)
+	}
+	// A third caller, still patient, takes over when the fetcher gives up.
+	third := make(chan error, 1)
+	go func() { _, err := e.c.Submit(t.Context(), leakUsers); third <- err }()
+	cancelLeader()
+	if err := <-leader; !errors.Is(err, context.Canceled) {
+		t.Errorf("leader: %v, want context.Canceled", err)
+	}
+	if err := <-third; err != nil {
+		t.Errorf("third caller: %v", err)
+	}
+	assertNoLeak(t, e)
+}
+
+func TestRetryAfterObeyed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		header func(now time.Time) string
+		// earliest returns when the retry may arrive, given the first answer's time.
+		earliest func(first time.Time, header string) time.Time
+	}{
+		{"seconds", func(time.Time) string { return "1" },
+			func(first time.Time, _ string) time.Time { return first.Add(time.Second) }},
+		{"HTTP date", func(now time.Time) string { return now.Add(2 * time.Second).UTC().Format(http.TimeFormat) },
+			func(_ time.Time, h string) time.Time { d, _ := http.ParseTime(h); return d }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOpts{cfg: func(c *Config) { c.RetryBudget = 10 * time.Second }})
+			h := tt.header(time.Now())
+			e.sim.Script(heaptest.Fault{Endpoint: "user_deletion", Status: 429, RetryAfter: h, Count: 1})
+			if _, err := e.c.Submit(t.Context(), leakUsers); err != nil {
+				t.Fatal(err)
+			}
+			reqs := e.requests(epDeletion)
+			if len(reqs) != 2 {
+				t.Fatalf("%d user_deletion requests, want 2", len(reqs))
+			}
+			if earliest := tt.earliest(reqs[0].at, h); reqs[1].at.Before(earliest) {
+				t.Errorf("retry came at %s, before Retry-After %q allowed (%s)", reqs[1].at, h, earliest)
+			}
+			if got := testutil.ToFloat64(e.c.m.retries.WithLabelValues(epDeletion, reasonRateLimited)); got != 1 {
+				t.Errorf("rate_limited retries = %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Run("burst, then nothing", func(t *testing.T) {
+		// At 0.001 requests/s, the bucket refills one request per 1000 s: only
+		// Burst requests can go out, whatever else happens, and the next wait would
+		// outlast ctx's deadline so the call returns at once.
+		for _, burst := range []int{1, 3, 5} {
+			t.Run(strconv.Itoa(burst), func(t *testing.T) {
+				e := newEnv(t, envOpts{cfg: func(c *Config) { c.Rate, c.Burst, c.MaxRetries = 0.001, burst, 20 }})
+				e.sim.Script(heaptest.Fault{Endpoint: "user_deletion", Status: 503})
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+				defer cancel()
+				_, err := e.c.Submit(ctx, leakUsers)
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("got %v, want a deadline error from the limiter", err)
+				}
+				if got := len(e.requests("")); got != burst {
+					t.Errorf("%d requests reached Heap, want exactly the burst, %d", got, burst)
+				}
+				assertNoLeak(t, e, err)
+			})
+		}
+	})
+	t.Run("within a window", func(t *testing.T) {
+		// A token bucket lets at most Burst + Rate×elapsed requests through.
+		const rps, burst = 40.0, 2
+		start := time.Now()
+		e := newEnv(t, envOpts{cfg: func(c *Config) { c.Rate, c.Burst = rps, burst }})
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		var wg sync.WaitGroup
+		for range 30 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					e.c.Status(ctx, uuid.NewString())
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(start)
+		got := len(e.requests(""))
+		if limit := burst + int(rps*elapsed.Seconds()); got > limit {
+			t.Errorf("%d requests in %s, more than the bucket allows (%d)", got, elapsed, limit)
+		}
+		if got < burst {
+			t.Errorf("only %d requests went out", got)
+		}
+	})
+}
+
+func TestCancelStopsRetriesAtOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		script heaptest.Fault
+	}{
+		{"during backoff", heaptest.Fault{Endpoint: "user_deletion", Status: 503}},
+		{"during Retry-After", heaptest.Fault{Endpoint: "user_deletion", Status: 429, RetryAfter: "3000"}},
+		{"during a request", heaptest.Fault{Endpoint: "user_deletion", Latency: time.Hour}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{cfg: func(c *Config) {
+				c.MinBackoff, c.MaxBackoff, c.RetryBudget, c.RequestTimeout = time.Hour, time.Hour, 2*time.Hour, 2*time.Hour
+			}})
+			e.sim.Script(tt.script)
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { _, err := e.c.Submit(ctx, leakUsers); done <- err }()
+			waitFor(t, "the first attempt", func() bool { return e.sim.Requests("user_deletion") == 1 })
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("got %v, want context.Canceled", err)
+				}
+				assertNoLeak(t, e, err)
+			case <-time.After(30 * time.Second): // the waits being cut short are an hour long
+				t.Fatal("Submit kept waiting after its context was canceled")
+			}
+			if got := e.sim.Requests("user_deletion"); got != 1 {
+				t.Errorf("%d attempts, want 1", got)
+			}
+		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sim.Script(heaptest.Fault{Endpoint: "user_deletion", Status: 503, Count: 1})
+	if _, err := e.c.Submit(t.Context(), leakUsers); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"requests auth_token 200", testutil.ToFloat64(e.c.m.requests.WithLabelValues(epAuth, "200")), 1},
+		{"requests user_deletion 503", testutil.ToFloat64(e.c.m.requests.WithLabelValues(epDeletion, "503")), 1},
+		{"requests user_deletion 201", testutil.ToFloat64(e.c.m.requests.WithLabelValues(epDeletion, "201")), 1},
+		{"retries server_error", testutil.ToFloat64(e.c.m.retries.WithLabelValues(epDeletion, reasonServerError)), 1},
+		{"token fetches ok", testutil.ToFloat64(e.c.m.tokens.WithLabelValues(fetchOK)), 1},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	n, err := testutil.GatherAndCount(e.reg, "heapdel_heap_batch_users", "heapdel_heap_request_duration_seconds")
+	if err != nil || n != 1+2 {
+		t.Errorf("histogram series: %d, %v; want 3", n, err)
+	}
+	// A second client on the same registry shares the metrics.
+	if _, err := New(Config{BaseURL: e.url, AppID: testApp, APIKey: testKey, Registerer: e.reg}); err != nil {
+		t.Errorf("second client on one registry: %v", err)
+	}
+}
+
+func BenchmarkSubmit(b *testing.B) {
+	srv := heaptest.NewServer(heaptest.Options{DiscardUsers: true})
+	defer srv.Close()
+	c, err := New(Config{BaseURL: srv.URL, AppID: "sim-app", APIKey: "sim-key", Rate: math.Inf(1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.hc.CloseIdleConnections()
+	users := make([]User, MaxUsers)
+	for i := range users {
+		if i%2 == 0 {
+			users[i] = User{UserID: 1<<60 + uint64(i)}
+		} else {
+			users[i] = User{Identity: "user" + strconv.Itoa(i) + "@example.com"}
+		}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Submit(ctx, users); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*MaxUsers)/b.Elapsed().Seconds(), "users/s")
+}

@@ -1,0 +1,73 @@
+// Package heapclient is heapdel's client of Heap's User Deletion API, and the
+// only code in heapdel that talks to Heap.
+//
+// A [Client] fetches and caches an access token (POST /api/public/v0/auth_token
+// with HTTP Basic app id and API key), submits users for deletion
+// ([Client.Submit]: POST user_deletion, up to [MaxUsers] users), and reads the
+// status of a deletion request ([Client.Status]: GET deletion_status/{id}).
+// [Client.CheckCredentials] proves the credentials without deleting anything.
+//
+// # Tokens
+//
+// All callers share one token. When it is missing or older than
+// Config.TokenLifetime, exactly one caller fetches a new one while the others
+// wait (each within its own ctx). A 401 on user_deletion or deletion_status with
+// a cached token refreshes the token once and retries at once; a 401 with a token
+// fetched for that very call, or a 401 on auth_token, returns [ErrUnauthorized]:
+// the client never loops on bad credentials.
+//
+// # Errors
+//
+// Every exported function's errors fall in these classes, told apart with
+// errors.Is and errors.As:
+//
+//   - [ErrBatchSize]: Submit got zero or more than [MaxUsers] users; nothing was sent.
+//   - [ErrUnauthorized]: Heap rejected the app id or API key. Fix the credentials.
+//   - [ErrNotFound]: deletion_status answered 404 for this id.
+//   - [ErrRejected]: Heap refused the request permanently (another 4xx); the
+//     error carries Heap's message, sanitised. Resending it unchanged will fail
+//     again.
+//   - [ErrRetryable], as a [*RetryableError]: 429, 408, 5xx, a connection error,
+//     a per-attempt timeout or a malformed 2xx answer persisted through
+//     Config.MaxRetries retries or Config.RetryBudget. Try again later, no sooner
+//     than RetryableError.RetryAfter if set.
+//   - ctx's error (context.Canceled or context.DeadlineExceeded), wrapped: ctx
+//     ended first. If transient failures came before, the error also wraps the
+//     last [*RetryableError]. A rate-limiter wait that would outlast ctx's
+//     deadline returns at once, wrapping context.DeadlineExceeded.
+//   - From [New] and [Config.Validate]: an error naming the invalid field.
+//   - From [Client.Status] only: an error naming an unknown status word.
+//
+// The decision between "retry" and "permanent" is made in one place, classify.
+// Retries wait with exponential backoff and full jitter between
+// Config.MinBackoff and Config.MaxBackoff, or exactly Heap's Retry-After
+// (seconds or HTTP date) when Heap sends one; a wait that would overrun the
+// retry budget is not started: the call returns the [*RetryableError] at once,
+// with RetryAfter set, so that the caller can reschedule.
+//
+// # Secrets and identities
+//
+// No error string, log line or metric label holds the API key, a token, an
+// identity or a user id. Heap's error messages may echo what was sent, so before
+// a message is put in an error, every submitted identity (case-insensitively)
+// and user id, the API key and the token are replaced by "[redacted]", control
+// characters are blanked, and the message is cut to 200 bytes.
+//
+// # Rate limiting and transport
+//
+// One token bucket (Config.Rate, Config.Burst) sits in front of every HTTP
+// request, retries and token fetches included, so that heapdel stays under
+// Heap's undocumented limit. Each attempt has its own timeout
+// (Config.RequestTimeout); connections are reused. Plain http:// base URLs are
+// refused unless the host is loopback (the simulator in package heaptest).
+// Redirects are never followed.
+//
+// # Metrics
+//
+// Registered on Config.Registerer (none when nil): heapdel_heap_requests_total
+// {endpoint,code}, heapdel_heap_request_duration_seconds{endpoint},
+// heapdel_heap_batch_users, heapdel_heap_retries_total{endpoint,reason} (reason:
+// rate_limited, server_error, network, timeout, token_expired) and
+// heapdel_heap_token_fetches_total{result} (ok, rejected, error). Several clients
+// may share a registry: they share the metrics.
+package heapclient
