@@ -117,7 +117,9 @@ func TestCalls(t *testing.T) {
 		{name: "no retries", call: "submit", cfg: func(c *Config) { c.MaxRetries = -1 },
 			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 502}},
 			wantErr: []error{ErrRetryable}, wantCode: 502, wantReqs: map[string]int{epDeletion: 1}},
-		{name: "retry budget", call: "submit", cfg: func(c *Config) { c.MinBackoff, c.MaxBackoff, c.RetryBudget = time.Second, time.Second, 1500 * time.Millisecond },
+		{name: "retry budget", call: "submit", cfg: func(c *Config) {
+			c.MinBackoff, c.MaxBackoff, c.RetryBudget = time.Second, time.Second, 1500*time.Millisecond
+		},
 			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 503}},
 			wantErr: []error{ErrRetryable}, wantCode: 503, wantReqs: map[string]int{epDeletion: 2}},
 		{name: "auth_token 503 twice", call: "submit", script: []heaptest.Fault{{Endpoint: "auth_token", Status: 503, Count: 2}},
@@ -148,10 +150,10 @@ func TestCalls(t *testing.T) {
 		{name: "unknown status", call: "status", statusID: uuid.NewString(),
 			override: answerOn(epStatus, 200, `{"deletion_request_id":"x","status":"failed"}`),
 			wantText: []string{`unknown status "failed"`}, wantReqs: map[string]int{epStatus: 1}},
-		{name: "ctx deadline during backoff", call: "submit", ctxLimit: 200 * time.Millisecond,
+		{name: "backoff beyond ctx's deadline", call: "submit", ctxLimit: time.Minute,
 			cfg:     func(c *Config) { c.MinBackoff, c.MaxBackoff, c.RetryBudget = time.Hour, time.Hour, 2*time.Hour },
 			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 503}},
-			wantErr: []error{context.DeadlineExceeded, ErrRetryable}, wantReqs: map[string]int{epDeletion: 1}},
+			wantErr: []error{ErrRetryable}, wantCode: 503, wantReqs: map[string]int{epDeletion: 1}},
 		{name: "ctx deadline during a request", call: "submit", ctxLimit: 200 * time.Millisecond,
 			script:  []heaptest.Fault{{Endpoint: "user_deletion", Latency: time.Hour}},
 			wantErr: []error{context.DeadlineExceeded}, wantReqs: map[string]int{epDeletion: 1}},
@@ -217,7 +219,7 @@ func TestCalls(t *testing.T) {
 				}
 			}
 			var re *RetryableError
-			if errors.As(err, &re) && tt.ctxLimit == 0 {
+			if errors.As(err, &re) && !errors.Is(err, context.DeadlineExceeded) {
 				if re.Code != tt.wantCode || re.RetryAfter != tt.retryAfter {
 					t.Errorf("RetryableError Code %d RetryAfter %s, want %d %s", re.Code, re.RetryAfter, tt.wantCode, tt.retryAfter)
 				}
@@ -331,8 +333,17 @@ func TestSubmitBatchSize(t *testing.T) {
 	if got := e.sim.SubmittedUsers(); got != MaxUsers+1 {
 		t.Errorf("SubmittedUsers() = %d, want %d", got, MaxUsers+1)
 	}
-	if got := testutil.ToFloat64(e.c.m.batch); got != 0 { // a Histogram reads as its sum
-		_ = got
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "heapdel_heap_batch_users" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 2 || h.GetSampleSum() != MaxUsers+1 {
+				t.Errorf("batch_users histogram: %d batches, %v users; want 2, %d", h.GetSampleCount(), h.GetSampleSum(), MaxUsers+1)
+			}
+		}
 	}
 }
 
@@ -612,6 +623,18 @@ func TestMetrics(t *testing.T) {
 	n, err := testutil.GatherAndCount(e.reg, "heapdel_heap_batch_users", "heapdel_heap_request_duration_seconds")
 	if err != nil || n != 1+2 {
 		t.Errorf("histogram series: %d, %v; want 3", n, err)
+	}
+	// A failing token fetch inside Submit counts as an auth_token retry.
+	e.c.tok.invalidate(e.c.tok.gen)
+	e.sim.Script(heaptest.Fault{Endpoint: "auth_token", Status: 429, Count: 1})
+	if _, err := e.c.Submit(t.Context(), leakUsers); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.c.m.retries.WithLabelValues(epAuth, reasonRateLimited)); got != 1 {
+		t.Errorf("auth_token rate_limited retries = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(e.c.m.tokens.WithLabelValues(fetchError)); got != 1 {
+		t.Errorf("token fetches error = %v, want 1", got)
 	}
 	// A second client on the same registry shares the metrics.
 	if _, err := New(Config{BaseURL: e.url, AppID: testApp, APIKey: testKey, Registerer: e.reg}); err != nil {

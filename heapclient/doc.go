@@ -42,8 +42,9 @@
 // Retries wait with exponential backoff and full jitter between
 // Config.MinBackoff and Config.MaxBackoff, or exactly Heap's Retry-After
 // (seconds or HTTP date) when Heap sends one; a wait that would overrun the
-// retry budget is not started: the call returns the [*RetryableError] at once,
-// with RetryAfter set, so that the caller can reschedule.
+// retry budget, or past ctx's deadline, is not started: the call returns the
+// [*RetryableError] at once (with RetryAfter set if Heap sent one), so that the
+// caller can reschedule.
 //
 // # Secrets and identities
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -205,10 +206,13 @@ func (c *Client) call(ctx context.Context, req request) error {
 			wait = c.backoff(retries)
 		}
 		if c.now().Sub(start)+wait > c.cfg.RetryBudget {
-			return err
+			return err // RetryAfter tells the caller when to come back
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return err // waiting would only end in ctx's error
 		}
 		retries++
-		c.m.retries.WithLabelValues(req.endpoint, re.reason).Inc()
+		c.m.retries.WithLabelValues(re.Endpoint, re.reason).Inc() // the endpoint that failed: a token fetch may fail inside Submit
 		c.log.Warn().Str("endpoint", re.Endpoint).Int("code", re.Code).Str("reason", re.reason).
 			Int("retry", retries).Dur("wait", wait).Err(err).Msg("heap request failed, retrying")
 		if err := sleep(ctx, wait); err != nil {
@@ -217,20 +221,17 @@ func (c *Client) call(ctx context.Context, req request) error {
 	}
 }
 
-// stopped is the error of a call that ctx ended (or whose rate-limiter wait
-// would outlast ctx's deadline): it wraps ctx's error and the last transient
-// failure, if any.
+// stopped is the error of a call that ctx ended, or whose rate-limiter wait
+// would outlast ctx's deadline (err, already prefixed): it wraps ctx's error and
+// the last transient failure, if any.
 func stopped(endpoint string, ctx context.Context, err, last error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		err = ctxErr
+		err = errorf(endpoint, "%w", ctxErr)
 	}
 	if last != nil {
-		return errorf(endpoint, "%w (after: %w)", err, last)
+		return fmt.Errorf("%w (after: %w)", err, last)
 	}
-	if strings.HasPrefix(err.Error(), "heap ") {
-		return err
-	}
-	return errorf(endpoint, "%w", err)
+	return err
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -96,7 +96,7 @@ func (c *Client) fetch(ctx context.Context, f *flight) {
 	case err == nil:
 		c.m.tokens.WithLabelValues(fetchOK).Inc()
 		c.log.Debug().Msg("fetched a heap access token")
-	case errors.As(err, &re) || ctx.Err() != nil:
+	case errors.As(err, &re) || ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 		c.m.tokens.WithLabelValues(fetchError).Inc()
 	default:
 		c.m.tokens.WithLabelValues(fetchRejected).Inc()
@@ -107,7 +107,10 @@ func (c *Client) fetch(ctx context.Context, f *flight) {
 		t.gen++
 		t.value, t.fetched, f.value, f.gen = out.Token, start, out.Token, t.gen
 	}
-	f.err, f.canceled = err, ctx.Err() != nil
+	// Per-attempt timeouts are not context errors, so a context error here is the
+	// fetcher's own ctx, and says nothing about Heap.
+	f.err = err
+	f.canceled = ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 	t.flight = nil
 	t.mu.Unlock()
 	close(f.done)

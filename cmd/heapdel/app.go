@@ -84,7 +84,9 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().Err(err).Msg("NATS disconnected; reconnecting")
+			if err != nil { // nil: closed on purpose
+				log.Warn().Err(err).Msg("NATS disconnected; reconnecting")
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected")

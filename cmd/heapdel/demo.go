@@ -41,7 +41,7 @@ func cmdDemo(ctx context.Context, args []string, _ func(string) string, stdout, 
 	fs.IntVar(&o.batchSize, "batch-size", 100, "users per Heap request")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up when the run has not finished by then")
 	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded NATS server (-1: any free port)")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "service log level (logs go to stderr)")
+	fs.StringVar(&o.logLevel, "log-level", "error", "service log level (logs go to stderr): debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		if errors.Is(err, errHelp) {
 			return nil
@@ -102,6 +102,8 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	if err := publishAll(ctx, js, traffic.msgs); err != nil {
 		return fmt.Errorf("publish sample traffic: %w", err)
 	}
+	fmt.Fprintf(stdout, "published %d commands: %d unique deletions, %d duplicates, %d invalid (one of them not a CloudEvent at all)\n",
+		len(traffic.msgs), len(traffic.msgs)-traffic.duplicates-traffic.invalid, traffic.duplicates, traffic.invalid)
 
 	deadline := time.After(o.timeout)
 	tick := time.NewTicker(500 * time.Millisecond)
@@ -148,8 +150,10 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 
 // sampleTraffic is the demo's commands and the terminal status each request id must reach.
 type sampleTraffic struct {
-	msgs   []*nats.Msg
-	expect map[string]events.Status
+	msgs       []*nats.Msg
+	expect     map[string]events.Status
+	duplicates int
+	invalid    int
 }
 
 func demoTraffic(n int) sampleTraffic {
@@ -170,12 +174,14 @@ func demoTraffic(n int) sampleTraffic {
 			m.Data = fmt.Appendf(nil, `{"request_id":%q,"identity":"person-%d@example.com","user_id":%d}`, reqID, i, i)
 			t.msgs = append(t.msgs, m)
 			t.expect[reqID] = events.StatusFailed
+			t.invalid++
 			continue
 		case i%dupEvery == 0 && i > 1:
 			// A duplicate of the previous command: no second Heap submission.
 			prev := fmt.Sprintf("demo-%06d", i-1)
 			m, _ := events.NewCommandMsg(subject, events.Command{RequestID: prev, Identity: fmt.Sprintf("person-%d@example.com", i-1)}, i%2 == 0)
 			t.msgs = append(t.msgs, m)
+			t.duplicates++
 			continue
 		}
 		c := events.Command{RequestID: reqID, Identity: fmt.Sprintf("person-%d@example.com", i), Source: "heapdel-demo"}
@@ -190,6 +196,7 @@ func demoTraffic(n int) sampleTraffic {
 	bad := nats.NewMsg(subject)
 	bad.Data = []byte("this is not a cloudevent")
 	t.msgs = append(t.msgs, bad)
+	t.invalid++
 	return t
 }
 
@@ -310,4 +317,3 @@ func printTally(w io.Writer, t *tally, sim *heaptest.Sim, httpAddr string) {
 		sim.Requests("auth_token"), sim.Requests("user_deletion"), sim.SubmittedUsers(), sim.Requests("deletion_status"))
 	fmt.Fprintf(w, "Metrics: http://%s/metrics (heapdel_commands_total, heapdel_status_events_total, ...)\n", httpAddr)
 }
-

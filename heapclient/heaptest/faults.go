@@ -5,7 +5,9 @@ import "time"
 // Fault is one scripted stage of misbehaviour. While it is the current stage, it
 // applies to the requests that match Endpoint: it waits Latency, then drops the
 // connection (Drop), or answers Status with an {"err":{"message":...}} body and
-// the Retry-After header if set, or, with Status 0, answers normally.
+// the Retry-After header if set, or, with Status 0, answers normally. Drop
+// panics with http.ErrAbortHandler, which net/http servers turn into a closed
+// connection; call ServeHTTP directly only with stages that do not drop.
 type Fault struct {
 	Endpoint   string        // "auth_token", "user_deletion", "deletion_status"; "" = every endpoint
 	Status     int           // e.g. 429, 503; 0 = answer normally (latency only)

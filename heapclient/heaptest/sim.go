@@ -1,6 +1,7 @@
 package heaptest
 
 import (
+	"bytes"
 	crand "crypto/rand"
 	"encoding/json"
 	"io"
@@ -151,8 +152,17 @@ func New(opts Options) *Sim {
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ep, id := route(r.URL.Path)
 	if f, ok := s.begin(ep); ok {
-		if f.Latency > 0 && !s.sleep(r, f.Latency) {
-			return
+		if f.Latency > 0 {
+			// Read the body first: only then does net/http notice a client that
+			// gives up, and end r.Context().
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			if err != nil {
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if !s.sleep(r, f.Latency) {
+				return
+			}
 		}
 		if f.Drop {
 			// Closes the connection without an answer, silently.

@@ -1,0 +1,176 @@
+package heapclient
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestClassify(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		endpoint   string
+		code       int
+		header     http.Header
+		body       string
+		want       error // nil: success
+		reason     string
+		retryAfter time.Duration
+	}{
+		{epDeletion, 201, nil, "", nil, "", 0},
+		{epStatus, 200, nil, "", nil, "", 0},
+		{epDeletion, 429, nil, "", ErrRetryable, reasonRateLimited, 0},
+		{epDeletion, 429, http.Header{"Retry-After": {"7"}}, "", ErrRetryable, reasonRateLimited, 7 * time.Second},
+		{epAuth, 503, http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, "", ErrRetryable, reasonServerError, 90 * time.Second},
+		{epStatus, 500, nil, "", ErrRetryable, reasonServerError, 0},
+		{epStatus, 599, nil, "", ErrRetryable, reasonServerError, 0},
+		{epDeletion, 408, nil, "", ErrRetryable, reasonTimeout, 0},
+		{epDeletion, 401, nil, "", ErrUnauthorized, "", 0},
+		{epAuth, 401, nil, "", ErrUnauthorized, "", 0},
+		{epStatus, 404, nil, "", ErrNotFound, "", 0},
+		{epDeletion, 404, nil, "", ErrRejected, "", 0},
+		{epAuth, 404, nil, "", ErrRejected, "", 0},
+		{epDeletion, 400, nil, `{"err":{"message":"m"}}`, ErrRejected, "", 0},
+		{epDeletion, 403, nil, "", ErrRejected, "", 0},
+		{epDeletion, 413, nil, "", ErrRejected, "", 0},
+		{epDeletion, 302, nil, "", ErrRejected, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.endpoint+"/"+http.StatusText(tt.code), func(t *testing.T) {
+			err := classify(tt.endpoint, answer{code: tt.code, header: tt.header, body: []byte(tt.body)}, now, redactor{})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("got %v, want success", err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "heap "+tt.endpoint+": ") {
+				t.Errorf("error %q does not name the endpoint", err)
+			}
+			var re *RetryableError
+			if errors.As(err, &re) {
+				if re.reason != tt.reason || re.RetryAfter != tt.retryAfter || re.Code != tt.code || re.Endpoint != tt.endpoint {
+					t.Errorf("got %+v, want reason %s, RetryAfter %s", re, tt.reason, tt.retryAfter)
+				}
+			}
+		})
+	}
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		value string
+		want  time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"12", 12 * time.Second},
+		{" 3 ", 3 * time.Second},
+		{"-5", 0},
+		{"1.5", 0},
+		{"soon", 0},
+		{now.Add(time.Hour).Format(http.TimeFormat), time.Hour},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
+		{now.Add(30 * time.Second).Format(time.RFC850), 30 * time.Second},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		if tt.value != "" {
+			h.Set("Retry-After", tt.value)
+		}
+		if got := retryAfter(h, now); got != tt.want {
+			t.Errorf("Retry-After %q: %s, want %s", tt.value, got, tt.want)
+		}
+	}
+}
+
+func TestHeapMessage(t *testing.T) {
+	tests := []struct {
+		name string
+		code int
+		body string
+		want string
+	}{
+		{"err.message", 400, `{"err":{"message":"a"},"message":"b","error":"c"}`, "a"},
+		{"message", 400, `{"message":"b","error":"c"}`, "b"},
+		{"error", 400, `{"error":"c"}`, "c"},
+		{"err as a string", 400, `{"err":"d"}`, "d"},
+		{"error as an object", 400, `{"error":{"x":1}}`, "Bad Request"},
+		{"empty", 422, ``, "Unprocessable Entity"},
+		{"not JSON", 400, `<html>`, "Bad Request"},
+		{"control characters", 400, `{"message":"a\nb\u0000c"}`, "a b c"},
+		{"long", 400, `{"message":"` + strings.Repeat("x", 500) + `"}`, strings.Repeat("x", 200) + "…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := heapMessage(answer{code: tt.code, body: []byte(tt.body)}, redactor{}); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	red := redactor{
+		users:   []User{{Identity: "Alice@Example.com"}, {UserID: 123}, {UserID: 18446744073709551615}, {Identity: "ñoño"}},
+		secrets: []string{"KEY-abc", "tok123", ""},
+	}
+	tests := []struct{ in, want string }{
+		{"nothing here", "nothing here"},
+		{"user alice@example.COM failed", "user [redacted] failed"},
+		{"ids 123, 1234 and 18446744073709551615", "ids [redacted], 1234 and [redacted]"},
+		{"id=123abc", "id=[redacted]abc"},
+		{"key KEY-abc token tok123", "key [redacted] token [redacted]"},
+		{"ñoño and ÑOÑO", "[redacted] and ÑOÑO"}, // case folding is ASCII only
+		{"Alice@Example.comAlice@Example.com", "[redacted]"},
+		{"bad \xff utf8", "bad \uFFFD utf8"},
+		{strings.Repeat("a", 195) + " 123 and more", strings.Repeat("a", 195) + " …"},
+	}
+	for _, tt := range tests {
+		if got := red.sanitize(tt.in); got != tt.want {
+			t.Errorf("sanitize(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if got := red.sanitize(tt.in); len(got) > maxMessage+len("…") {
+			t.Errorf("sanitize(%q) is %d bytes", tt.in, len(got))
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	c := &Client{cfg: Config{MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}}
+	for n := range 70 {
+		ceil := min(c.cfg.MaxBackoff, c.cfg.MinBackoff<<min(n, 20))
+		sawAboveMin := false
+		for range 200 {
+			d := c.backoff(n)
+			if d < c.cfg.MinBackoff || d > ceil {
+				t.Fatalf("backoff(%d) = %s, outside [%s, %s]", n, d, c.cfg.MinBackoff, ceil)
+			}
+			sawAboveMin = sawAboveMin || d > c.cfg.MinBackoff
+		}
+		if n > 0 && !sawAboveMin {
+			t.Errorf("backoff(%d) never jittered", n)
+		}
+	}
+	fixed := &Client{cfg: Config{MinBackoff: time.Second, MaxBackoff: time.Second}}
+	if d := fixed.backoff(3); d != time.Second {
+		t.Errorf("backoff with Min = Max: %s", d)
+	}
+}
+
+func TestRetryableError(t *testing.T) {
+	inner := errors.New("boom")
+	var err error = &RetryableError{Endpoint: epDeletion, Code: 503, RetryAfter: 2 * time.Second, Err: inner}
+	if !errors.Is(err, ErrRetryable) || !errors.Is(err, inner) || errors.Is(err, ErrRejected) {
+		t.Errorf("errors.Is is wrong for %v", err)
+	}
+	if got, want := err.Error(), "heap user_deletion: transient failure: HTTP 503 (retry after 2s): boom"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
