@@ -110,6 +110,9 @@ func (b *batcher) run(ctx context.Context) {
 			if it.err == nil {
 				users++
 				bytes += len(it.cmd.RequestID) + 16
+				if !it.cmd.Deadline.IsZero() {
+					bytes += 12
+				}
 			}
 			if users >= b.s.cfg.BatchSize || bytes >= budget || len(cur.items) >= 2*b.s.cfg.BatchSize+100 {
 				dispatch("size")

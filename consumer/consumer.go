@@ -423,6 +423,10 @@ func (s *Service) refreshGauges(ctx context.Context) {
 	} else {
 		s.m.oldestPending.Set(s.now().Sub(oldest).Seconds())
 	}
+	breached, due24h, due7d := s.index.deadlineStats(s.now())
+	s.m.deadlineBreach.Set(float64(breached))
+	s.m.deadlineDue.WithLabelValues("24h").Set(float64(due24h))
+	s.m.deadlineDue.WithLabelValues("7d").Set(float64(due7d))
 	if s.Ready() == nil {
 		s.m.ready.Set(1)
 	} else {

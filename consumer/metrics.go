@@ -24,6 +24,9 @@ type metrics struct {
 	backlog         prometheus.Gauge
 	redeliveries    prometheus.Counter
 	pendingRequests prometheus.Gauge
+	deadlineDue     *prometheus.GaugeVec // within: 24h, 7d
+	deadlineBreach  prometheus.Gauge
+	completedLate   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -85,13 +88,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "heapdel_heap_requests_pending",
 			Help: "Heap deletion requests being followed until complete.",
 		}),
+		deadlineDue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "heapdel_deadline_pending_due",
+			Help: "Pending deletions whose legal deadline falls within the window (24h, 7d) from now.",
+		}, []string{"within"}),
+		deadlineBreach: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "heapdel_deadline_pending_breached",
+			Help: "Pending deletions already past their legal deadline.",
+		}),
+		completedLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "heapdel_deadline_completed_late_total",
+			Help: "Deletions that completed after their legal deadline.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commands, m.statusEvents, m.jobsPending, m.oldestPending,
 		m.duration, m.batches, m.heapFailures, m.credsRejected, m.rechecks, m.ticks, m.ready, m.backlog,
-		m.redeliveries, m.pendingRequests} {
+		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -77,6 +77,29 @@ func (x *pendingIndex) pendingStats() (users int, oldest time.Time) {
 	return users, oldest
 }
 
+// deadlineStats counts pending deletions past their deadline, and due within 24 h
+// and within 7 days of now.
+func (x *pendingIndex) deadlineStats(now time.Time) (breached, due24h, due7d int) {
+	n := now.Unix()
+	day, week := n+86400, n+7*86400
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, e := range x.entries {
+		for _, d := range e.req.Deadlines {
+			switch {
+			case d < n:
+				breached++
+			case d < day:
+				due24h++
+				due7d++
+			case d < week:
+				due7d++
+			}
+		}
+	}
+	return breached, due24h, due7d
+}
+
 func (x *pendingIndex) len() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -139,8 +162,12 @@ func (s *Service) applyIndex(e jetstream.KeyValueEntry) {
 // trackRequest stores a new Heap request and its members, members first.
 func (s *Service) trackRequest(ctx context.Context, claims []claim, heapID string, users int, now time.Time) error {
 	members := make([]Member, len(claims))
+	var deadlines []int64
 	for i, c := range claims {
 		members[i] = Member{RequestID: c.job.RequestID, Attempt: c.job.Attempt}
+		if !c.job.Deadline.IsZero() {
+			deadlines = append(deadlines, c.job.Deadline.Unix())
+		}
 	}
 	mv, err := json.Marshal(members)
 	if err != nil {
@@ -149,7 +176,7 @@ func (s *Service) trackRequest(ctx context.Context, claims []claim, heapID strin
 	if _, err := s.requests.Put(ctx, membersKey(heapID), mv); err != nil {
 		return fmt.Errorf("store members: %w", err)
 	}
-	r := HeapRequest{ID: heapID, SubmittedAt: now, NextCheckAt: now.Add(s.firstCheck()), Users: users}
+	r := HeapRequest{ID: heapID, SubmittedAt: now, NextCheckAt: now.Add(s.firstCheck()), Users: users, Deadlines: deadlines}
 	rv, _ := json.Marshal(r)
 	rev, err := s.requests.Put(ctx, requestKey(heapID), rv)
 	if err != nil {
@@ -308,6 +335,9 @@ func (s *Service) finish(ctx context.Context, e indexEntry, status events.Status
 		pubs.add(s, w.job.event(status, now))
 		if status == events.StatusComplete {
 			s.m.duration.Observe(now.Sub(w.job.SubmittedAt).Seconds())
+			if !w.job.Deadline.IsZero() && now.After(w.job.Deadline) {
+				s.m.completedLate.Inc()
+			}
 		}
 		s.log.Info().Str("request_id", w.job.RequestID).Str("heap_deletion_request_id", r.ID).
 			Str("status", string(status)).Str("reason", string(reason)).Msg("deletion " + string(status))

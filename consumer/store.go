@@ -172,6 +172,9 @@ type HeapRequest struct {
 	NextCheckAt time.Time `json:"next_check_at"`
 	Checks      int       `json:"checks"`
 	Users       int       `json:"users"`
+	// Deadlines are the legal due dates (Unix seconds) of the members that have one,
+	// for the deadline gauges.
+	Deadlines []int64 `json:"deadlines,omitempty"`
 }
 
 // Member is one job covered by a Heap deletion request.

@@ -302,6 +302,9 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 			pubs.add(s, c.job.event(events.StatusProcessing, now))
 		} else {
 			pubs.add(s, c.job.event(events.StatusComplete, now))
+			if !c.job.Deadline.IsZero() && now.After(c.job.Deadline) {
+				s.m.completedLate.Inc()
+			}
 		}
 		ack = append(ack, c.it)
 	}
