@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/heapdel/heapdel/events"
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 )
