@@ -27,6 +27,7 @@ type metrics struct {
 	deadlineDue     *prometheus.GaugeVec // within: 24h, 7d
 	deadlineBreach  prometheus.Gauge
 	completedLate   prometheus.Counter
+	tickDuration    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -96,6 +97,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "heapdel_deadline_pending_breached",
 			Help: "Pending deletions already past their legal deadline.",
 		}),
+		tickDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "heapdel_recheck_tick_duration_seconds",
+			Help:    "Time one recheck tick took on this replica (status checks of the due Heap requests).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
 		completedLate: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "heapdel_deadline_completed_late_total",
 			Help: "Deletions that completed after their legal deadline.",
@@ -106,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.commands, m.statusEvents, m.jobsPending, m.oldestPending,
 		m.duration, m.batches, m.heapFailures, m.credsRejected, m.rechecks, m.ticks, m.ready, m.backlog,
-		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate} {
+		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate, m.tickDuration} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -106,6 +106,10 @@ func (x *pendingIndex) len() int {
 	return len(x.entries)
 }
 
+// DueCount returns how many followed Heap requests are due for a check at now, as
+// this replica's index sees them (for `heapdel bench` and diagnostics).
+func (s *Service) DueCount(now time.Time) int { return len(s.index.due(now)) }
+
 // startIndex loads the pending Heap requests and keeps following changes.
 func (s *Service) startIndex(ctx, runCtx context.Context) error {
 	w, err := s.requests.Watch(runCtx, "*")
@@ -203,6 +207,8 @@ func (s *Service) nextGap(checks int) time.Duration {
 // left is still due at the next tick.
 func (s *Service) onTick(msg jetstream.Msg) {
 	s.m.ticks.Inc()
+	began := time.Now()
+	defer func() { s.m.tickDuration.Observe(time.Since(began).Seconds()) }()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RecheckInterval)
 	defer cancel()
 	keepAlive := time.NewTicker(15 * time.Second)

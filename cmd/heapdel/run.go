@@ -35,6 +35,7 @@ func commands() []command {
 		{"publish", "send deletion commands", cmdPublish},
 		{"status", "show a request id's job state and history", cmdStatus},
 		{"check", "verify configuration, NATS access and Heap credentials; deletes nothing", cmdCheck},
+		{"bench", "measure throughput, latency and recheck cost on this machine", cmdBench},
 		{"version", "print the version", cmdVersion},
 	}
 }

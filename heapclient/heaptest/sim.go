@@ -487,3 +487,20 @@ func (s *Sim) ExpireTokens() {
 func (s *Sim) close() {
 	s.stop.Do(func() { close(s.done) })
 }
+
+// Preload creates n deletion requests of the main app, of users users each, as if
+// they had been submitted now, without HTTP, and returns their ids. Benchmarks use
+// it to give heapdel many pending requests to follow; they stay pending as
+// [Options].CompleteAfter and NeverComplete say. Submissions does not list them.
+func (s *Sim) Preload(n, users int) []string {
+	now := s.opts.Now()
+	ids := make([]string, n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		s.deletions[ids[i]] = deletion{app: s.opts.AppID, created: now, users: users}
+	}
+	s.users += n * users
+	return ids
+}

@@ -1,0 +1,635 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/heapdel/heapdel/config"
+	"github.com/heapdel/heapdel/consumer"
+	"github.com/heapdel/heapdel/events"
+	"github.com/heapdel/heapdel/heapclient/heaptest"
+	"github.com/heapdel/heapdel/internal/embedded"
+)
+
+type benchOptions struct {
+	mode      string
+	count     int
+	batchSize int
+	batchWait time.Duration
+	rate      int
+	asJSON    bool
+	requests  int
+	users     int
+	progress  io.Writer
+}
+
+// benchResult is what `heapdel bench` prints; --json gives it as is.
+type benchResult struct {
+	Mode           string  `json:"mode"`
+	Commands       int     `json:"commands"`
+	BatchSize      int     `json:"batch_size"`
+	BatchWaitMS    float64 `json:"batch_wait_ms"`
+	OfferedRate    int     `json:"offered_rate,omitempty"`
+	Seconds        float64 `json:"seconds"`
+	Throughput     float64 `json:"commands_per_second"`
+	LatencyP50MS   float64 `json:"latency_p50_ms"`
+	LatencyP99MS   float64 `json:"latency_p99_ms"`
+	LatencyMaxMS   float64 `json:"latency_max_ms"`
+	HeapRequests   int     `json:"heap_requests"`
+	HeapPer10k     float64 `json:"heap_requests_per_10k"`
+	CPUPer10k      float64 `json:"cpu_seconds_per_10k"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	BasePublish    float64 `json:"baseline_publish_per_second,omitempty"`
+	BaseConsume    float64 `json:"baseline_consume_ack_per_second,omitempty"`
+	RatioToPublish float64 `json:"ratio_to_baseline_publish,omitempty"`
+	StartToReadyMS float64 `json:"start_to_ready_ms"`
+
+	Recheck []recheckResult `json:"recheck,omitempty"`
+}
+
+type recheckResult struct {
+	Requests      int     `json:"heap_requests_pending"`
+	UsersEach     int     `json:"users_each"`
+	FillSeconds   float64 `json:"fill_seconds"`
+	NoneDueMS     float64 `json:"tick_none_due_ms"`
+	NoneDueCalls  int     `json:"tick_none_due_heap_calls"`
+	AllDueMS      float64 `json:"tick_all_due_ms"`
+	AllDueCalls   int     `json:"tick_all_due_heap_calls"`
+	PeakRSSMiB    float64 `json:"peak_rss_mib"`
+	PerCheckMicro float64 `json:"all_due_us_per_check"`
+}
+
+func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
+	fs := flagSet("bench [flags]", "Measures heapdel on this machine: an embedded JetStream server (file storage), the Heap\nsimulator answering at once and the service, in one process. Modes:\n  throughput  publish --count commands as fast as JetStream takes them; also measures the\n              raw JetStream baseline (async publish, consume+ack) in the same run\n  latency     offer --rate commands/s and report publish→submitted latency\n  recheck     time one recheck tick with --requests pending Heap requests of --users each\nAbsolute figures swing on shared machines: compare ratios from one run.", stdout)
+	o := benchOptions{progress: stderr}
+	fs.StringVar(&o.mode, "mode", "throughput", "throughput, latency or recheck")
+	fs.IntVar(&o.count, "count", 100_000, "commands to publish (throughput, latency)")
+	fs.IntVar(&o.batchSize, "batch-size", 10_000, "HEAPDEL_BATCH_SIZE for the run")
+	fs.DurationVar(&o.batchWait, "batch-wait", time.Second, "HEAPDEL_BATCH_WAIT for the run")
+	fs.IntVar(&o.rate, "rate", 2000, "offered commands per second (latency mode)")
+	fs.IntVar(&o.requests, "requests", 100_000, "pending Heap requests to track (recheck mode)")
+	fs.IntVar(&o.users, "users", 1, "users per pending Heap request (recheck mode)")
+	fs.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write an allocation profile at the end to this file")
+	if err := parse(fs, args); err != nil {
+		if errors.Is(err, errHelp) {
+			return nil
+		}
+		return err
+	}
+	if o.count < 1 || o.batchSize < 1 || o.batchSize > 10000 || o.rate < 1 || o.requests < 1 || o.users < 1 {
+		fmt.Fprintln(stderr, "heapdel bench: --count, --rate, --requests, --users must be positive and --batch-size 1–10000")
+		return exitCode(2)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		defer func() {
+			if f, err := os.Create(*memProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
+	var res benchResult
+	var err error
+	switch o.mode {
+	case "throughput", "latency":
+		res, err = benchPipeline(ctx, o)
+	case "recheck":
+		res, err = benchRecheck(ctx, o)
+	default:
+		fmt.Fprintf(stderr, "heapdel bench: --mode %q is not throughput, latency or recheck\n", o.mode)
+		return exitCode(2)
+	}
+	if err != nil {
+		return err
+	}
+	if o.asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printBench(stdout, res)
+	return nil
+}
+
+// benchWorld is the embedded server and simulator of one bench run.
+type benchWorld struct {
+	dir string
+	srv *server.Server
+	sim *heaptest.Server
+	rss *rssSampler
+}
+
+func newBenchWorld(opts heaptest.Options) (*benchWorld, error) {
+	dir, err := os.MkdirTemp("", "heapdel-bench-")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := embedded.Start(embedded.Options{Port: -1, StoreDir: dir})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	opts.DiscardUsers = true
+	return &benchWorld{dir: dir, srv: srv, sim: heaptest.NewServer(opts), rss: newRSSSampler()}, nil
+}
+
+func (w *benchWorld) close() {
+	w.rss.stop()
+	w.sim.Close()
+	w.srv.Shutdown()
+	w.srv.WaitForShutdown()
+	os.RemoveAll(w.dir)
+}
+
+func (w *benchWorld) config(o benchOptions) config.Config {
+	cfg := config.Default()
+	cfg.NATSURL, cfg.DataDir = w.srv.ClientURL(), w.dir
+	cfg.HeapAppID, cfg.HeapAPIKey, cfg.HeapBaseURL = "sim-app", "sim-key", w.sim.URL
+	cfg.HeapRate, cfg.HeapBurst = 1000, 100 // the simulator is not Heap: never the bottleneck
+	cfg.BatchSize, cfg.BatchWait = o.batchSize, o.batchWait
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.LogLevel = "error"
+	return cfg
+}
+
+func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
+	res := benchResult{Mode: o.mode, Commands: o.count, BatchSize: o.batchSize, BatchWaitMS: ms(o.batchWait)}
+	w, err := newBenchWorld(heaptest.Options{CompleteAfter: time.Hour})
+	if err != nil {
+		return res, err
+	}
+	defer w.close()
+	cfg := w.config(o)
+
+	t0 := time.Now()
+	a, err := start(ctx, cfg, zerolog.New(o.progress).Level(zerolog.ErrorLevel), appOptions{})
+	if err != nil {
+		return res, err
+	}
+	for a.svc.Ready() != nil {
+		time.Sleep(time.Millisecond)
+	}
+	res.StartToReadyMS = ms(time.Since(t0))
+	defer func() { _ = a.close() }()
+
+	nc, err := nats.Connect(w.srv.ClientURL())
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return res, err
+	}
+
+	msgs := benchCommands(o.count, cfg.SubjectPrefix+".requested")
+	published := make([]int64, o.count) // unix nanos per command index
+	var seen atomic.Int64
+	var lastSeen atomic.Int64
+	lat := make([]int64, o.count)
+	var latMu sync.Mutex
+	got := make([]bool, o.count)
+	sub, err := nc.Subscribe(cfg.SubjectPrefix+".status.submitted", func(m *nats.Msg) {
+		idx, ok := benchIndex(m.Header.Get("ce-subject"))
+		if !ok {
+			return
+		}
+		now := time.Now().UnixNano()
+		latMu.Lock()
+		if !got[idx] {
+			got[idx] = true
+			lat[idx] = now - atomic.LoadInt64(&published[idx])
+			seen.Add(1)
+			lastSeen.Store(now)
+		}
+		latMu.Unlock()
+	})
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1)
+
+	cpu0 := cpuSeconds()
+	w.rss.reset()
+	start := time.Now()
+	progress := newProgress(o.progress, o.count, &seen)
+	defer progress.stop()
+	var interval time.Duration
+	if o.mode == "latency" {
+		interval = time.Second / time.Duration(o.rate)
+		res.OfferedRate = o.rate
+	}
+	for i, m := range msgs {
+		if interval > 0 {
+			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		atomic.StoreInt64(&published[i], time.Now().UnixNano())
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			return res, fmt.Errorf("publish: %w", err)
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+	}
+	deadline := time.Now().Add(5*time.Minute + time.Duration(o.count)*time.Millisecond)
+	for seen.Load() < int64(o.count) {
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("only %d of %d commands submitted before the deadline", seen.Load(), o.count)
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	progress.stop()
+	elapsed := time.Duration(lastSeen.Load() - start.UnixNano())
+	res.Seconds = elapsed.Seconds()
+	res.Throughput = float64(o.count) / elapsed.Seconds()
+	res.CPUPer10k = (cpuSeconds() - cpu0) / float64(o.count) * 10_000
+	res.PeakRSSMiB = w.rss.peakMiB()
+	res.HeapRequests = w.sim.Requests("auth_token") + w.sim.Requests("user_deletion")
+	res.HeapPer10k = float64(res.HeapRequests) / float64(o.count) * 10_000
+	slices.Sort(lat)
+	res.LatencyP50MS = float64(lat[len(lat)/2]) / 1e6
+	res.LatencyP99MS = float64(lat[min(len(lat)-1, len(lat)*99/100)]) / 1e6
+	res.LatencyMaxMS = float64(lat[len(lat)-1]) / 1e6
+
+	if o.mode == "throughput" {
+		fmt.Fprintln(o.progress, "measuring the raw JetStream baseline on the same server…")
+		res.BasePublish, res.BaseConsume, err = jetstreamBaseline(ctx, js, len(msgs[0].Data)+headerSize(msgs[0]), o.count)
+		if err != nil {
+			return res, err
+		}
+		res.RatioToPublish = res.Throughput / res.BasePublish
+	}
+	return res, nil
+}
+
+// benchCommands builds the commands up front, so building them is not measured.
+func benchCommands(n int, subject string) []*nats.Msg {
+	msgs := make([]*nats.Msg, n)
+	for i := range msgs {
+		c := events.Command{RequestID: "bench-" + strconv.Itoa(i), Identity: fmt.Sprintf("bench-person-%d@example.com", i), Source: "heapdel-bench"}
+		msgs[i], _ = events.NewCommandMsg(subject, c, false)
+	}
+	return msgs
+}
+
+func benchIndex(requestID string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimPrefix(requestID, "bench-"))
+	return n, err == nil
+}
+
+func headerSize(m *nats.Msg) int {
+	n := 0
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// jetstreamBaseline measures raw JetStream on the same server: asynchronous publish
+// of n messages of the given size, then consume-and-ack of them.
+func jetstreamBaseline(ctx context.Context, js jetstream.JetStream, size, n int) (pubRate, consumeRate float64, err error) {
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HEAPDEL_BENCH_BASELINE", Subjects: []string{"heapdel.bench.baseline"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "HEAPDEL_BENCH_BASELINE") }()
+	payload := make([]byte, size)
+	start := time.Now()
+	for range n {
+		if _, err := js.PublishAsync("heapdel.bench.baseline", payload); err != nil {
+			return 0, 0, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	pubRate = float64(n) / time.Since(start).Seconds()
+
+	c, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "baseline", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		return 0, 0, err
+	}
+	var acked atomic.Int64
+	done := make(chan struct{})
+	start = time.Now()
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if acked.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return 0, 0, errors.New("baseline consume timed out")
+	}
+	consumeRate = float64(n) / time.Since(start).Seconds()
+	return pubRate, consumeRate, nil
+}
+
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// rssSampler records the peak resident set size, read from /proc every 20 ms, so a
+// phase's peak can be told from an earlier phase's.
+type rssSampler struct {
+	peak atomic.Int64
+	quit chan struct{}
+	once sync.Once
+}
+
+func newRSSSampler() *rssSampler {
+	r := &rssSampler{quit: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := readRSS(); v > r.peak.Load() {
+				r.peak.Store(v)
+			}
+			select {
+			case <-r.quit:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return r
+}
+
+func (r *rssSampler) reset()           { runtime.GC(); r.peak.Store(readRSS()) }
+func (r *rssSampler) peakMiB() float64 { return float64(r.peak.Load()) / (1 << 20) }
+func (r *rssSampler) stop()            { r.once.Do(func() { close(r.quit) }) }
+
+func readRSS() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+type progress struct {
+	quit chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+func newProgress(w io.Writer, total int, done *atomic.Int64) *progress {
+	p := &progress{quit: make(chan struct{})}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.quit:
+				return
+			case <-t.C:
+				fmt.Fprintf(w, "  %d/%d submitted\n", done.Load(), total)
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progress) stop() { p.once.Do(func() { close(p.quit); p.wg.Wait() }) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func printBench(w io.Writer, r benchResult) {
+	if r.Mode == "recheck" {
+		fmt.Fprintf(w, "%-28s %10s %10s %12s %10s %12s %10s\n", "pending Heap requests", "fill s", "none due", "(Heap calls)", "all due", "(Heap calls)", "peak RSS")
+		for _, c := range r.Recheck {
+			fmt.Fprintf(w, "%-28s %10.1f %8.1fms %12d %8.0fms %12d %7.0f MiB\n",
+				fmt.Sprintf("%d × %d users", c.Requests, c.UsersEach), c.FillSeconds, c.NoneDueMS, c.NoneDueCalls, c.AllDueMS, c.AllDueCalls, c.PeakRSSMiB)
+		}
+		return
+	}
+	fmt.Fprintf(w, "heapdel bench (%s): %d commands, batch size %d, batch wait %s\n", r.Mode, r.Commands, r.BatchSize, time.Duration(r.BatchWaitMS*float64(time.Millisecond)))
+	row := func(k, v string) { fmt.Fprintf(w, "  %-34s %s\n", k, v) }
+	if r.OfferedRate > 0 {
+		row("offered rate", fmt.Sprintf("%d commands/s", r.OfferedRate))
+	}
+	row("throughput", fmt.Sprintf("%.0f commands/s (%.2f s)", r.Throughput, r.Seconds))
+	if r.BasePublish > 0 {
+		row("JetStream async publish baseline", fmt.Sprintf("%.0f msgs/s", r.BasePublish))
+		row("JetStream consume+ack baseline", fmt.Sprintf("%.0f msgs/s", r.BaseConsume))
+		row("ratio to publish baseline", fmt.Sprintf("%.3f", r.RatioToPublish))
+	}
+	row("publish→submitted p50 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f ms", r.LatencyP50MS, r.LatencyP99MS, r.LatencyMaxMS))
+	row("Heap HTTP requests per 10,000", fmt.Sprintf("%.2f (%d in all)", r.HeapPer10k, r.HeapRequests))
+	row("CPU seconds per 10,000 commands", fmt.Sprintf("%.3f (whole process: server, publisher, service)", r.CPUPer10k))
+	row("peak RSS during the run", fmt.Sprintf("%.0f MiB (whole process)", r.PeakRSSMiB))
+	row("start to ready", fmt.Sprintf("%.0f ms", r.StartToReadyMS))
+}
+
+// benchRecheck fills the request bucket with pending Heap requests (known to the
+// simulator), starts the service and times one tick with none due, then one with all
+// due. It runs the configured scenario plus, by default, 1,000 requests of 1,000 users.
+func benchRecheck(ctx context.Context, o benchOptions) (benchResult, error) {
+	res := benchResult{Mode: "recheck"}
+	scenarios := [][2]int{{o.requests, o.users}}
+	if o.requests == 100_000 && o.users == 1 {
+		scenarios = append([][2]int{{1000, 1000}}, scenarios...)
+	}
+	for _, sc := range scenarios {
+		r, err := recheckScenario(ctx, o, sc[0], sc[1])
+		if err != nil {
+			return res, err
+		}
+		res.Recheck = append(res.Recheck, r)
+	}
+	return res, nil
+}
+
+func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (recheckResult, error) {
+	r := recheckResult{Requests: requests, UsersEach: users}
+	w, err := newBenchWorld(heaptest.Options{NeverComplete: true})
+	if err != nil {
+		return r, err
+	}
+	defer w.close()
+	cfg := w.config(o)
+	cfg.RecheckInterval, cfg.PollMaxInterval = 10*time.Minute, time.Hour // ticks come from the bench
+	cfg.HeapRate, cfg.HeapBurst = 1e6, 1000
+
+	fmt.Fprintf(o.progress, "filling %d pending Heap requests of %d users…\n", requests, users)
+	began := time.Now()
+	ids := w.sim.Preload(requests, users)
+	nc, err := nats.Connect(w.srv.ClientURL())
+	if err != nil {
+		return r, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return r, err
+	}
+	bucket := consumer.StreamBase(cfg.SubjectPrefix) + "_REQUESTS"
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Storage: jetstream.FileStorage, LimitMarkerTTL: time.Hour}); err != nil {
+		return r, err
+	}
+	future := time.Now().Add(time.Hour)
+	members := make([]consumer.Member, users)
+	for i, id := range ids {
+		for j := range members {
+			members[j] = consumer.Member{RequestID: fmt.Sprintf("bench-%d-%d", i, j), Attempt: 1}
+		}
+		mv, _ := json.Marshal(members)
+		rv, _ := json.Marshal(consumer.HeapRequest{ID: id, SubmittedAt: time.Now(), NextCheckAt: future, Users: users})
+		for _, kv := range [][2]any{{"m." + consumer.JobKey(id), mv}, {consumer.JobKey(id), rv}} {
+			m := nats.NewMsg("$KV." + bucket + "." + kv[0].(string))
+			m.Data = kv[1].([]byte)
+			if _, err := js.PublishMsgAsync(m); err != nil {
+				return r, err
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	r.FillSeconds = time.Since(began).Seconds()
+
+	w.rss.reset()
+	a, err := start(ctx, cfg, zerolog.New(o.progress).Level(zerolog.ErrorLevel), appOptions{})
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = a.close() }()
+
+	tick := func() (time.Duration, int, error) {
+		before := w.sim.Requests("deletion_status")
+		count0, _ := tickStats(a)
+		if _, err := js.Publish(ctx, cfg.SubjectPrefix+".recheck", nil); err != nil {
+			return 0, 0, err
+		}
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			count, sum := tickStats(a)
+			if count > count0 {
+				return time.Duration(sum * float64(time.Second)), w.sim.Requests("deletion_status") - before, nil
+			}
+			if time.Now().After(deadline) {
+				return 0, 0, errors.New("tick not handled within 10 minutes")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	d, calls, err := tick()
+	if err != nil {
+		return r, err
+	}
+	r.NoneDueMS, r.NoneDueCalls = ms(d), calls
+
+	// Make every request due: rewrite their next check into the past.
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return r, err
+	}
+	past := time.Now().Add(-time.Second)
+	for _, id := range ids {
+		rv, _ := json.Marshal(consumer.HeapRequest{ID: id, SubmittedAt: past, NextCheckAt: past, Users: users})
+		m := nats.NewMsg("$KV." + bucket + "." + consumer.JobKey(id))
+		m.Data = rv
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			return r, err
+		}
+	}
+	<-js.PublishAsyncComplete()
+	// Wait until this replica's index has seen the rewrite.
+	last, _ := kv.Get(ctx, consumer.JobKey(ids[len(ids)-1]))
+	_ = last
+	for a.svc.DueCount(time.Now()) < requests {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, sum0 := tickStats(a)
+	d, calls, err = tick()
+	if err != nil {
+		return r, err
+	}
+	_, sum1 := tickStats(a)
+	d = time.Duration((sum1 - sum0) * float64(time.Second))
+	r.AllDueMS, r.AllDueCalls = ms(d), calls
+	if calls > 0 {
+		r.PerCheckMicro = float64(d.Microseconds()) / float64(calls)
+	}
+	r.PeakRSSMiB = w.rss.peakMiB()
+	return r, nil
+}
+
+// tickStats reads the tick-duration histogram: ticks handled and seconds spent.
+func tickStats(a *app) (count uint64, sum float64) {
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "heapdel_recheck_tick_duration_seconds" && len(mf.GetMetric()) > 0 {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	return 0, 0
+}
