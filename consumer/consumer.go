@@ -266,7 +266,10 @@ func New(cfg Config, nc *nats.Conn, heap Deleter, log zerolog.Logger, reg promet
 	if nc == nil || heap == nil {
 		return nil, errors.New("consumer: a NATS connection and a Heap deleter are required")
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	// Publish acks are awaited before commands are acknowledged; the timeout makes a
+	// publish NATS never answers (a missing permission, an outage) fail instead of
+	// holding its batch for ever, so the commands are released for redelivery.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("consumer: jetstream: %w", err)
 	}

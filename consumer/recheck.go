@@ -396,6 +396,7 @@ func (s *Service) startSchedule(ctx, runCtx context.Context) error {
 	if s.serverSchedules() {
 		s.scheduleMode = ScheduleServer
 		if !s.cfg.Provision {
+			s.verifySchedule(ctx)
 			return nil
 		}
 		return s.ensureSchedule(ctx)
@@ -404,6 +405,26 @@ func (s *Service) startSchedule(ctx, runCtx context.Context) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.fallbackTicks(runCtx) }()
 	return nil
+}
+
+// verifySchedule warns, with provisioning off, when the recheck schedule is missing or
+// differs from HEAPDEL_RECHECK_INTERVAL: without it deletions are submitted but never
+// followed to complete.
+func (s *Service) verifySchedule(ctx context.Context) {
+	want := "@every " + s.cfg.RecheckInterval.String()
+	stream, err := s.js.Stream(ctx, s.cfg.CommandStream)
+	if err != nil {
+		return
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, s.cfg.scheduleSubject())
+	switch {
+	case err != nil:
+		s.log.Error().Err(err).Str("subject", s.cfg.scheduleSubject()).
+			Msg("recheck schedule not found and provisioning is off: pending deletions will not be rechecked; run heapdel once with HEAPDEL_PROVISION=true, or publish the schedule (docs/operations.md)")
+	case last.Header.Get("Nats-Schedule") != want || last.Header.Get("Nats-Schedule-Target") != s.cfg.recheckSubject():
+		s.log.Warn().Str("schedule", last.Header.Get("Nats-Schedule")).Str("want", want).
+			Msg("recheck schedule differs from HEAPDEL_RECHECK_INTERVAL and provisioning is off: the existing schedule stays")
+	}
 }
 
 // ensureSchedule publishes the repeating schedule unless the same one is in place;

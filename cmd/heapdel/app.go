@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -88,6 +89,9 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 				log.Warn().Err(err).Msg("NATS disconnected; reconnecting")
 			}
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error().Err(err).Msg("NATS refused an operation: grant the permission (docs/nats-permissions.md)")
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected")
 		}),
@@ -97,7 +101,17 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 		if srv != nil {
 			srv.Shutdown()
 		}
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (check HEAPDEL_NATS_URL and the NATS credentials settings)", redactURL(url), err)
+		hint := "check HEAPDEL_NATS_URL and the NATS credentials settings"
+		var ua x509.UnknownAuthorityError
+		switch {
+		case errors.Is(err, nats.ErrAuthorization):
+			hint = "the server refused the credentials in " + authSetting(cfg)
+		case errors.As(err, &ua):
+			hint = "the server's certificate is not signed by a CA in HEAPDEL_NATS_TLS_CA"
+		case strings.Contains(err.Error(), "tls"):
+			hint = "the server did not accept the client certificate: check HEAPDEL_NATS_TLS_CERT and HEAPDEL_NATS_TLS_KEY"
+		}
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", redactURL(url), err, hint)
 	}
 	return srv, nc, nil
 }
@@ -153,9 +167,9 @@ func consumerConfig(cfg config.Config, opts appOptions) consumer.Config {
 }
 
 // start brings heapdel up. On error everything it started is stopped again.
-func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appOptions) (a *app, err error) {
+func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appOptions) (_ *app, err error) {
 	log.Info().Str("version", buildVersion()).Object("config", cfg).Msg("heapdel starting")
-	a = &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.stopRest()
@@ -265,4 +279,18 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func authSetting(cfg config.Config) string {
+	switch {
+	case cfg.NATSCreds != "":
+		return "HEAPDEL_NATS_CREDS"
+	case cfg.NATSNKey != "":
+		return "HEAPDEL_NATS_NKEY"
+	case cfg.NATSUser != "":
+		return "HEAPDEL_NATS_USER / HEAPDEL_NATS_PASSWORD"
+	case cfg.NATSToken != "":
+		return "HEAPDEL_NATS_TOKEN"
+	}
+	return "the NATS credentials settings (none is set)"
 }

@@ -117,4 +117,17 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 			report(false, what, err.Error())
 		}
 	}
+	// The recheck schedule (nats-server 2.14+): without it nothing follows deletions.
+	if st, err := js.Stream(ctx, cfg.StreamName()); err == nil {
+		subject := cfg.SubjectPrefix + ".schedule.recheck"
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		switch {
+		case err == nil:
+			report(true, "recheck schedule on "+subject, m.Header.Get("Nats-Schedule"))
+		case cfg.Provision:
+			report(true, "recheck schedule on "+subject, "absent; 'heapdel run' publishes it")
+		default:
+			report(false, "recheck schedule on "+subject, "absent and HEAPDEL_PROVISION=false: pending deletions would never be rechecked")
+		}
+	}
 }
