@@ -40,6 +40,7 @@ type batcher struct {
 	mu   sync.Mutex
 	held map[*batch]struct{}
 	wg   sync.WaitGroup
+	done chan struct{} // closed when run returns: intake then naks instead of blocking
 }
 
 // maxFlushes is how many batches may be between Heap and JetStream at once. Two keep
@@ -56,6 +57,7 @@ func newBatcher(s *Service) *batcher {
 		flushCtx: ctx,
 		abort:    cancel,
 		held:     make(map[*batch]struct{}),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -69,7 +71,11 @@ func (s *Service) onCommand(msg jetstream.Msg) {
 		s.m.redeliveries.Inc()
 	}
 	it.cmd, it.err = s.decoder.Decode(msg.Subject(), msg.Headers(), msg.Data())
-	s.batcher.in <- it
+	select {
+	case s.batcher.in <- it:
+	case <-s.batcher.done:
+		_ = msg.Nak() // shutting down: another replica, or the next start, takes it
+	}
 }
 
 // entryBudget is the most request-id bytes one batch may carry, so that its members
@@ -90,6 +96,7 @@ func (b *batcher) run(ctx context.Context) {
 	)
 	timer.Stop()
 	defer touch.Stop()
+	defer close(b.done)
 	dispatch := func(trigger string) {
 		if cur == nil {
 			return
@@ -140,6 +147,19 @@ func (b *batcher) run(ctx context.Context) {
 			close(done)
 			return
 		case <-ctx.Done():
+			// Stopped without a shutdown: give back what was gathered and buffered.
+			if cur != nil {
+				b.s.release(cur.items)
+			}
+			for {
+				select {
+				case it := <-b.in:
+					b.s.release([]item{it})
+					continue
+				default:
+				}
+				break
+			}
 			b.abort()
 			b.wg.Wait()
 			return

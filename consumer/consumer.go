@@ -242,7 +242,9 @@ type Service struct {
 	consumeCtx    jetstream.ConsumeContext
 	recheckCtx    jetstream.ConsumeContext
 	credsRejected atomic.Bool
+	indexBroken   atomic.Bool
 	started       atomic.Bool
+	runCtx        context.Context
 	closeOnce     sync.Once
 	cancel        context.CancelFunc
 	wg            sync.WaitGroup
@@ -269,7 +271,7 @@ func New(cfg Config, nc *nats.Conn, heap Deleter, log zerolog.Logger, reg promet
 	// Publish acks are awaited before commands are acknowledged; the timeout makes a
 	// publish NATS never answers (a missing permission, an outage) fail instead of
 	// holding its batch for ever, so the commands are released for redelivery.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(30*time.Second))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<16), jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("consumer: jetstream: %w", err)
 	}
@@ -308,7 +310,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.runCtx, s.cancel = runCtx, cancel
 
 	if err := s.startIndex(ctx, runCtx); err != nil {
 		cancel()
@@ -347,6 +349,8 @@ func (s *Service) Ready() error {
 		return errors.New("NATS not connected")
 	case s.credsRejected.Load():
 		return errors.New("Heap rejected the credentials: check HEAPDEL_HEAP_APP_ID and HEAPDEL_HEAP_API_KEY")
+	case s.indexBroken.Load():
+		return errors.New("the watch of pending Heap requests is being restarted")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -367,23 +371,31 @@ func (s *Service) Close(ctx context.Context) error {
 		cc, rc := s.consumeCtx, s.recheckCtx
 		s.consumeCtx, s.recheckCtx = nil, nil
 		s.mu.Unlock()
-		for _, c := range []jetstream.ConsumeContext{cc, rc} {
+		stopConsumer := func(c jetstream.ConsumeContext, drain bool) {
 			if c == nil {
-				continue
+				return
 			}
-			c.Drain()
+			if drain {
+				c.Drain()
+			} else {
+				c.Stop()
+			}
 			select {
 			case <-c.Closed():
 			case <-ctx.Done():
 				c.Stop()
 			}
 		}
+		// Commands first: stop taking them, then flush or release what was taken.
+		stopConsumer(cc, true)
 		if s.batcher != nil {
 			err = s.batcher.shutdown(ctx)
 		}
+		// Then ticks: cancelling the run context ends a tick in progress at once.
 		if s.cancel != nil {
 			s.cancel()
 		}
+		stopConsumer(rc, false)
 		s.wg.Wait()
 		select {
 		case <-s.js.PublishAsyncComplete():

@@ -28,7 +28,9 @@ func (s *Service) provision(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  dup,
-		AllowRollup: true,
+		// Message schedules require roll-ups (the server turns them on anyway);
+		// publishers of commands must never set Nats-Rollup.
+		AllowRollup: schedules,
 		// Schedules need nats-server 2.14; older servers get the fallback tick.
 		AllowMsgSchedules: schedules,
 	}, {

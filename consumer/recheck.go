@@ -44,6 +44,12 @@ func (x *pendingIndex) put(key string, e indexEntry) {
 	x.entries[key] = e
 }
 
+func (x *pendingIndex) replace(entries map[string]indexEntry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.entries = entries
+}
+
 func (x *pendingIndex) remove(key string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -110,34 +116,25 @@ func (x *pendingIndex) len() int {
 // this replica's index sees them (for `heapdel bench` and diagnostics).
 func (s *Service) DueCount(now time.Time) int { return len(s.index.due(now)) }
 
-// startIndex loads the pending Heap requests and keeps following changes.
+// startIndex loads the pending Heap requests and keeps following changes. If the
+// watch ends (NATS trouble), it is started again and the index rebuilt from it.
 func (s *Service) startIndex(ctx, runCtx context.Context) error {
-	w, err := s.requests.Watch(runCtx, "*")
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", s.cfg.RequestBucket, err)
-	}
 	loaded := make(chan struct{})
+	var once sync.Once
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for {
+		for runCtx.Err() == nil {
+			err := s.watchIndex(runCtx, func() { once.Do(func() { close(loaded) }) })
+			if runCtx.Err() != nil {
+				return
+			}
+			s.indexBroken.Store(true)
+			s.log.Error().Err(err).Msg("watch of pending Heap requests ended; restarting it")
 			select {
 			case <-runCtx.Done():
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(loaded)
-					}
-					continue
-				}
-				s.applyIndex(e)
+			case <-time.After(time.Second):
 			}
 		}
 	}()
@@ -145,21 +142,66 @@ func (s *Service) startIndex(ctx, runCtx context.Context) error {
 	case <-loaded:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("loading pending Heap requests: %w", ctx.Err())
+		return fmt.Errorf("loading pending Heap requests from %s: %w", s.cfg.RequestBucket, ctx.Err())
 	}
 }
 
-func (s *Service) applyIndex(e jetstream.KeyValueEntry) {
+// watchIndex runs one watch: it builds a fresh index from the bucket's current
+// content, swaps it in, calls loaded, then applies changes until the watch ends.
+func (s *Service) watchIndex(ctx context.Context, loaded func()) error {
+	w, err := s.requests.Watch(ctx, "*")
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", s.cfg.RequestBucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	fresh := map[string]indexEntry{}
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed")
+			}
+			switch {
+			case e == nil:
+				if initial {
+					initial = false
+					s.index.replace(fresh)
+					s.m.pendingRequests.Set(float64(s.index.len()))
+					s.indexBroken.Store(false)
+					loaded()
+				}
+			case initial:
+				if r, ok := s.decodeRequest(e); ok {
+					fresh[e.Key()] = indexEntry{req: r, rev: e.Revision()}
+				}
+			default:
+				s.applyIndex(e)
+			}
+		}
+	}
+}
+
+func (s *Service) decodeRequest(e jetstream.KeyValueEntry) (HeapRequest, bool) {
 	if e.Operation() != jetstream.KeyValuePut {
-		s.index.remove(e.Key())
-		return
+		return HeapRequest{}, false
 	}
 	var r HeapRequest
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		s.log.Warn().Err(err).Str("key", e.Key()).Msg("unreadable Heap request record skipped")
-		return
+		return HeapRequest{}, false
 	}
-	s.index.put(e.Key(), indexEntry{req: r, rev: e.Revision()})
+	return r, true
+}
+
+func (s *Service) applyIndex(e jetstream.KeyValueEntry) {
+	if r, ok := s.decodeRequest(e); ok {
+		s.index.put(e.Key(), indexEntry{req: r, rev: e.Revision()})
+	} else {
+		s.index.remove(e.Key())
+	}
 	s.m.pendingRequests.Set(float64(s.index.len()))
 }
 
@@ -209,7 +251,7 @@ func (s *Service) onTick(msg jetstream.Msg) {
 	s.m.ticks.Inc()
 	began := time.Now()
 	defer func() { s.m.tickDuration.Observe(time.Since(began).Seconds()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RecheckInterval)
+	ctx, cancel := context.WithTimeout(s.runCtx, s.cfg.RecheckInterval)
 	defer cancel()
 	keepAlive := time.NewTicker(15 * time.Second)
 	defer keepAlive.Stop()
@@ -232,68 +274,99 @@ func (s *Service) onTick(msg jetstream.Msg) {
 }
 
 // check asks Heap about one request and acts on the answer. It returns false when
-// Heap cannot be reached, so the tick stops hammering it.
+// Heap cannot be reached or refuses heapdel itself, so the tick stops hammering it;
+// any other trouble with one request postpones that request alone.
 func (s *Service) check(ctx context.Context, e indexEntry) bool {
 	r := e.req
 	st, err := s.heap.Status(ctx, r.ID)
 	now := s.now()
 	log := s.log.With().Str("heap_deletion_request_id", r.ID).Logger()
+	tooOld := now.Sub(r.SubmittedAt) > s.cfg.MaxPending
 	switch {
 	case err == nil && st == heapclient.StatusComplete:
 		s.setCredsRejected(false)
 		s.m.rechecks.WithLabelValues("complete").Inc()
-		if err := s.finish(ctx, e, events.StatusComplete, "", ""); err != nil {
+		if err := s.finish(e, events.StatusComplete, "", ""); err != nil {
 			log.Warn().Err(err).Msg("recording completion; retried next tick")
 		}
-		return true
-	case err == nil:
-		s.setCredsRejected(false)
-		if now.Sub(r.SubmittedAt) > s.cfg.MaxPending {
-			s.m.rechecks.WithLabelValues("timeout").Inc()
-			msg := fmt.Sprintf("Heap still reports pending after %s (HEAPDEL_MAX_PENDING)", s.cfg.MaxPending)
-			if err := s.finish(ctx, e, events.StatusFailed, events.ReasonTimeout, msg); err != nil {
-				log.Warn().Err(err).Msg("recording timeout; retried next tick")
-			}
-			return true
-		}
-		s.m.rechecks.WithLabelValues("pending").Inc()
-		r.Checks++
-		r.NextCheckAt = now.Add(s.nextGap(r.Checks))
-		v, _ := json.Marshal(r)
-		rev, err := s.requests.Update(ctx, requestKey(r.ID), v, e.rev)
-		if err != nil {
-			log.Debug().Err(err).Msg("Heap request changed by another replica")
-			return true
-		}
-		s.index.put(requestKey(r.ID), indexEntry{req: r, rev: rev})
 		return true
 	case errors.Is(err, heapclient.ErrNotFound):
 		s.m.rechecks.WithLabelValues("not_found").Inc()
 		msg := "Heap answered 404 for a deletion request it had accepted"
-		if err := s.finish(ctx, e, events.StatusFailed, events.ReasonHeapNotFound, msg); err != nil {
+		if err := s.finish(e, events.StatusFailed, events.ReasonHeapNotFound, msg); err != nil {
 			log.Warn().Err(err).Msg("recording not-found; retried next tick")
 		}
 		return true
-	case errors.Is(err, heapclient.ErrUnauthorized):
+	case errors.Is(err, heapclient.ErrUnauthorized), errors.Is(err, heapclient.ErrMisconfigured):
 		s.m.rechecks.WithLabelValues("error").Inc()
 		s.m.credsRejected.Inc()
 		s.setCredsRejected(true)
-		log.Error().Err(err).Msg("Heap rejected the credentials: set HEAPDEL_HEAP_APP_ID and HEAPDEL_HEAP_API_KEY; rechecks resume when fixed")
+		log.Error().Err(err).Msg("Heap refused heapdel itself: check HEAPDEL_HEAP_APP_ID, HEAPDEL_HEAP_API_KEY and HEAPDEL_HEAP_BASE_URL; rechecks resume when fixed")
 		return false
-	default:
+	case err != nil && (errors.Is(err, heapclient.ErrRetryable) || ctx.Err() != nil):
 		s.m.rechecks.WithLabelValues("error").Inc()
 		log.Warn().Err(err).Msg("Heap status check failed; retried next tick")
 		return false
 	}
+	// Pending, or an answer about this request alone that makes no sense.
+	if err == nil {
+		s.setCredsRejected(false)
+	} else {
+		s.m.rechecks.WithLabelValues("error").Inc()
+		log.Warn().Err(err).Msg("unexpected answer from Heap about this deletion request; checked again later")
+	}
+	if tooOld {
+		s.m.rechecks.WithLabelValues("timeout").Inc()
+		msg := fmt.Sprintf("Heap still reports pending after %s (HEAPDEL_MAX_PENDING)", s.cfg.MaxPending)
+		if err := s.finish(e, events.StatusFailed, events.ReasonTimeout, msg); err != nil {
+			log.Warn().Err(err).Msg("recording timeout; retried next tick")
+		}
+		return true
+	}
+	if err == nil {
+		s.m.rechecks.WithLabelValues("pending").Inc()
+	}
+	s.postpone(ctx, e, now)
+	return true
+}
+
+// postpone schedules the request's next check, the gap doubling with each check.
+func (s *Service) postpone(ctx context.Context, e indexEntry, now time.Time) {
+	r := e.req
+	r.Checks++
+	r.NextCheckAt = now.Add(s.nextGap(r.Checks))
+	v, _ := json.Marshal(r)
+	key := requestKey(r.ID)
+	rev, err := s.requests.Update(ctx, key, v, e.rev)
+	if err != nil {
+		// Changed by another replica, or our index lags: refresh from the store so
+		// the next tick does not ask Heap again before it is due.
+		s.log.Debug().Err(err).Str("heap_deletion_request_id", r.ID).Msg("Heap request changed elsewhere; index refreshed")
+		if cur, gerr := s.requests.Get(ctx, key); gerr == nil {
+			s.applyIndex(cur)
+		} else if errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted) {
+			s.index.remove(key)
+		}
+		return
+	}
+	s.index.put(key, indexEntry{req: r, rev: rev})
 }
 
 // finish moves every job of a Heap request to its terminal status, publishes the
 // events and then forgets the request. Jobs that moved on (a retry with another
 // attempt or Heap request) are left alone. Run again after a crash, it re-publishes
 // the same events (same ids) and finishes.
-func (s *Service) finish(ctx context.Context, e indexEntry, status events.Status, reason events.Reason, message string) error {
+func (s *Service) finish(e indexEntry, status events.Status, reason events.Reason, message string) error {
+	// Its own budget, not what is left of the tick's: a half-done finish costs a
+	// second Heap call and a second round of events.
+	ctx, cancel := context.WithTimeout(s.runCtx, 2*time.Minute)
+	defer cancel()
 	r := e.req
 	me, err := s.requests.Get(ctx, membersKey(r.ID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		// Finished before, up to the purge of the request itself.
+		return s.forget(ctx, r.ID, false)
+	}
 	if err != nil {
 		return fmt.Errorf("read members: %w", err)
 	}
@@ -313,12 +386,17 @@ func (s *Service) finish(ctx context.Context, e indexEntry, status events.Status
 		if err != nil {
 			return err
 		}
+		if found && job.Attempt == m.Attempt && job.Status == stateAccepted {
+			// Heap answered before this job's submission was recorded: come back.
+			return fmt.Errorf("job %s not yet recorded as submitted", job.RequestID)
+		}
 		if !found || job.Attempt != m.Attempt || job.HeapDeletionRequestID != r.ID {
 			continue
 		}
 		if job.Status != stateProcessing {
-			if job.terminal() {
-				s.requeueEvents(&pubs, &job)
+			if job.terminal() { // finished by an earlier try: its last event again
+				last := job.History[len(job.History)-1]
+				pubs.add(s, job.event(events.Status(last.Status), last.At))
 			}
 			continue
 		}
@@ -355,14 +433,23 @@ func (s *Service) finish(ctx context.Context, e indexEntry, status events.Status
 	if err := pubs.await(ctx, s); err != nil {
 		return err
 	}
-	if err := s.requests.Purge(ctx, requestKey(r.ID), jetstream.PurgeTTL(time.Hour)); err != nil {
+	return s.forget(ctx, r.ID, true)
+}
+
+// forget removes a finished Heap request: the request first, so that a crash in
+// between leaves at worst an orphaned members record, never a request that cannot
+// finish.
+func (s *Service) forget(ctx context.Context, heapID string, members bool) error {
+	if err := s.requests.Purge(ctx, requestKey(heapID), jetstream.PurgeTTL(time.Hour)); err != nil {
 		return fmt.Errorf("forget Heap request: %w", err)
 	}
-	if err := s.requests.Purge(ctx, membersKey(r.ID), jetstream.PurgeTTL(time.Hour)); err != nil {
-		return fmt.Errorf("forget members: %w", err)
-	}
-	s.index.remove(requestKey(r.ID))
+	s.index.remove(requestKey(heapID))
 	s.m.pendingRequests.Set(float64(s.index.len()))
+	if members {
+		if err := s.requests.Purge(ctx, membersKey(heapID), jetstream.PurgeTTL(time.Hour)); err != nil {
+			return fmt.Errorf("forget members: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -29,7 +29,7 @@ func (s *Service) flush(ctx context.Context, items []item) {
 	for _, it := range items {
 		if it.err != nil {
 			terms = append(terms, it)
-			s.invalid(&pubs, it)
+			s.invalid(ctx, &pubs, it)
 			continue
 		}
 		valid = append(valid, it)
@@ -53,7 +53,7 @@ func (s *Service) flush(ctx context.Context, items []item) {
 
 // invalid publishes failed/invalid_command for a command whose request id is
 // readable; the message is terminated by the caller once the event is stored.
-func (s *Service) invalid(pubs *publishes, it item) {
+func (s *Service) invalid(ctx context.Context, pubs *publishes, it item) {
 	s.m.commands.WithLabelValues("invalid").Inc()
 	var inv *events.InvalidError
 	reason, reqID := "invalid", ""
@@ -63,6 +63,15 @@ func (s *Service) invalid(pubs *publishes, it item) {
 	s.log.Warn().Str("request_id", reqID).Str("reason", reason).Uint64("stream_seq", it.seq).
 		Str("error", it.err.Error()).Msg("invalid deletion command terminated")
 	if reqID == "" {
+		return
+	}
+	// A malformed re-send of a request id that is in progress or done must not
+	// announce a failure of the deletion that is going well.
+	lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+	job, _, found, err := s.getJob(lookup, reqID)
+	cancel()
+	if err == nil && found && job.Status != stateFailed {
+		s.log.Info().Str("request_id", reqID).Str("job_status", job.Status).Msg("invalid command for a known request id: terminated without a status event")
 		return
 	}
 	now := s.now()
@@ -226,22 +235,27 @@ func (s *Service) submit(ctx context.Context, claims []claim) {
 		s.submit(ctx, claims[half:])
 	case errors.Is(err, heapclient.ErrRejected):
 		s.m.heapFailures.WithLabelValues("rejected").Inc()
-		s.fail(ctx, claims[0], events.ReasonHeapRejected, err.Error())
-	case errors.Is(err, heapclient.ErrUnauthorized):
+		s.log.Warn().Err(err).Str("request_id", claims[0].job.RequestID).Msg("Heap refused this user permanently")
+		// Heap's own words stay in the log (sanitised): the event and the job
+		// record, kept for months, get a fixed text that cannot echo an identity.
+		s.fail(ctx, claims[0], events.ReasonHeapRejected, "Heap refused this user permanently (its answer is in heapdel's log)")
+	case errors.Is(err, heapclient.ErrUnauthorized), errors.Is(err, heapclient.ErrMisconfigured):
 		s.m.heapFailures.WithLabelValues("unauthorized").Inc()
 		s.m.credsRejected.Inc()
 		s.setCredsRejected(true)
 		s.log.Error().Err(err).Int("commands", len(claims)).
-			Msg("Heap rejected the credentials: set HEAPDEL_HEAP_APP_ID to the Main Production environment id and HEAPDEL_HEAP_API_KEY (or _FILE) to a valid key; commands are kept and retried")
-		s.nak(claims, 10*s.cfg.RetryDelay, 5*time.Minute)
+			Msg("Heap refused heapdel itself: set HEAPDEL_HEAP_APP_ID to the Main Production environment id, HEAPDEL_HEAP_API_KEY (or _FILE) to a valid key, and check HEAPDEL_HEAP_BASE_URL; commands are kept and retried")
+		s.nak(claims, 10*s.cfg.RetryDelay, 5*time.Minute, 0)
 	default:
 		kind := "other"
-		if errors.Is(err, heapclient.ErrRetryable) {
-			kind = "retryable"
+		var wait time.Duration
+		var re *heapclient.RetryableError
+		if errors.As(err, &re) {
+			kind, wait = "retryable", re.RetryAfter
 		}
 		s.m.heapFailures.WithLabelValues(kind).Inc()
 		s.log.Warn().Err(err).Int("commands", len(claims)).Msg("Heap submission failed; commands will be retried")
-		s.nak(claims, s.cfg.RetryDelay, 2*time.Minute)
+		s.nak(claims, s.cfg.RetryDelay, 2*time.Minute, wait)
 	}
 }
 
@@ -252,7 +266,10 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 	now := s.now()
 	untilComplete := s.cfg.Behavior == BehaviorUntilComplete
 	if untilComplete {
-		if err := s.trackRequest(ctx, claims, heapID, users, now); err != nil {
+		// Heap has accepted these users: retry the bookkeeping a few times before
+		// giving the commands back, which would submit them again.
+		err := retry(ctx, 4, 250*time.Millisecond, func() error { return s.trackRequest(ctx, claims, heapID, users, now) })
+		if err != nil {
 			s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("recording Heap deletion request; commands will be redelivered")
 			s.release(itemsOf(claims))
 			return
@@ -289,8 +306,14 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		c := &claims[i]
 		if _, err := awaitAck(ctx, f); err != nil {
 			if errors.Is(err, errConflict) {
-				// Another replica took this job over (a redelivery raced us); it publishes.
-				ack = append(ack, c.it)
+				// Another replica took this job over (a redelivery raced us). Its
+				// events are re-queued from the stored job, so none is lost if it
+				// crashes before publishing; ids are the same, so none is doubled.
+				if s.requeueStored(ctx, &pubs, c.job.RequestID) {
+					ack = append(ack, c.it)
+				} else {
+					s.release([]item{c.it})
+				}
 				continue
 			}
 			s.log.Warn().Err(err).Str("request_id", c.job.RequestID).Msg("job store; command will be redelivered")
@@ -331,19 +354,59 @@ func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, messa
 	if err == nil {
 		_, err = awaitAck(ctx, f)
 	}
-	if err != nil && !errors.Is(err, errConflict) {
+	var pubs publishes
+	switch {
+	case errors.Is(err, errConflict):
+		// Someone else moved the job on: publish what it stored, not our failure.
+		if !s.requeueStored(ctx, &pubs, j.RequestID) {
+			s.release([]item{c.it})
+			return
+		}
+	case err != nil:
 		s.log.Warn().Err(err).Str("request_id", j.RequestID).Msg("job store; command will be redelivered")
 		s.release([]item{c.it})
 		return
+	default:
+		pubs.add(s, j.event(events.StatusFailed, now))
 	}
-	var pubs publishes
-	pubs.add(s, j.event(events.StatusFailed, now))
 	if err := pubs.await(ctx, s); err != nil {
 		s.release([]item{c.it})
 		return
 	}
 	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("message", message).Msg("deletion failed")
 	_ = c.it.msg.Ack()
+}
+
+// requeueStored re-reads a job that another writer changed and queues the events of
+// the transitions it has reached. It returns false when the job cannot be read.
+func (s *Service) requeueStored(ctx context.Context, pubs *publishes, requestID string) bool {
+	job, _, found, err := s.getJob(ctx, requestID)
+	if err != nil {
+		return false
+	}
+	if found {
+		s.requeueEvents(pubs, &job)
+	}
+	return true
+}
+
+// retry runs op up to attempts times, waiting wait, then twice that, between tries.
+func retry(ctx context.Context, attempts int, wait time.Duration, op func() error) error {
+	var err error
+	for i := range attempts {
+		if err = op(); err == nil {
+			return nil
+		}
+		if i == attempts-1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait << i):
+		}
+	}
+	return err
 }
 
 // release gives commands back to JetStream at once, for this or another replica.
@@ -353,10 +416,11 @@ func (s *Service) release(items []item) {
 	}
 }
 
-// nak gives commands back after a delay that grows with each delivery, with jitter.
-func (s *Service) nak(claims []claim, base, ceiling time.Duration) {
+// nak gives commands back after a delay that grows with each delivery, with jitter,
+// and is never shorter than atLeast (Heap's Retry-After).
+func (s *Service) nak(claims []claim, base, ceiling, atLeast time.Duration) {
 	for _, c := range claims {
-		_ = c.it.msg.NakWithDelay(backoff(c.it.delivered, base, ceiling))
+		_ = c.it.msg.NakWithDelay(max(backoff(c.it.delivered, base, ceiling), atLeast))
 	}
 }
 

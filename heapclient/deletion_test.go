@@ -102,7 +102,7 @@ func TestCalls(t *testing.T) {
 		{name: "422", call: "submit", override: answerOn(epDeletion, 422, `{"err":{"message":"nope"}}`),
 			wantErr: []error{ErrRejected}, wantText: []string{"422", "nope"}},
 		{name: "404 on user_deletion", call: "submit", override: answerOn(epDeletion, 404, `not found`),
-			wantErr: []error{ErrRejected}, wantNot: []error{ErrNotFound}},
+			wantErr: []error{ErrMisconfigured}, wantNot: []error{ErrNotFound, ErrRejected}},
 		{name: "429 storm", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429}},
 			wantErr: []error{ErrRetryable}, wantCode: 429, wantReqs: map[string]int{epDeletion: 6}},
 		{name: "429 twice then ok", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, Count: 2}},

@@ -24,6 +24,9 @@
 //   - [ErrBatchSize]: Submit got zero or more than [MaxUsers] users; nothing was sent.
 //   - [ErrUnauthorized]: Heap rejected the app id or API key. Fix the credentials.
 //   - [ErrNotFound]: deletion_status answered 404 for this id.
+//   - [ErrMisconfigured]: a 403, a 405, or a 404 outside deletion_status: the
+//     request did not reach Heap's deletion logic (wrong base URL, a proxy). It
+//     says nothing about the users; fix the setting.
 //   - [ErrRejected]: Heap refused the request permanently (another 4xx); the
 //     error carries Heap's message, sanitised. Resending it unchanged will fail
 //     again.

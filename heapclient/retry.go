@@ -24,6 +24,11 @@ var (
 	// 401, 404 on deletion_status, 408 and 429). The error text carries Heap's
 	// message, with every submitted identity and user id redacted.
 	ErrRejected = errors.New("rejected by Heap")
+	// ErrMisconfigured means the request did not reach Heap's deletion logic: a 403,
+	// 405, or a 404 on auth_token or user_deletion, as a wrong HEAPDEL_HEAP_BASE_URL,
+	// a proxy or a firewall gives. It says nothing about the users: fix the setting
+	// and try again. The error text carries the status code.
+	ErrMisconfigured = errors.New("heap endpoint refused the request (check HEAPDEL_HEAP_BASE_URL and any proxy in between)")
 	// ErrRetryable means a transient failure (429, 5xx, a network error, a
 	// timeout, a malformed answer) outlived the retry budget: try again later.
 	// Such errors are a [*RetryableError].
@@ -99,6 +104,8 @@ func classify(endpoint string, a answer, now time.Time, red redactor) error {
 		return errorf(endpoint, "HTTP 401: %w", ErrUnauthorized)
 	case c == http.StatusNotFound && endpoint == epStatus:
 		return errorf(endpoint, "HTTP 404: %w", ErrNotFound)
+	case c == http.StatusForbidden || c == http.StatusMethodNotAllowed || c == http.StatusNotFound:
+		return errorf(endpoint, "HTTP %d: %w", c, ErrMisconfigured)
 	default:
 		return errorf(endpoint, "HTTP %d: %w: %s", c, ErrRejected, heapMessage(a, red))
 	}
