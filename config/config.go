@@ -91,6 +91,9 @@ type Config struct {
 	MaxMessageBytes int
 	// ConsumerName is the durable consumer shared by all replicas.
 	ConsumerName string
+	// StreamReplicas is the replica count of the streams and key-value buckets
+	// heapdel provisions: 3 on a NATS cluster, so state survives a lost node.
+	StreamReplicas int
 	// IdentityHashKey keys the hash of identities kept in job state. Empty
 	// means: derive it from the Heap API key (see [Config.HashKey]);
 	// [Loader.Load] fills it in.
@@ -136,6 +139,7 @@ func Default() Config {
 		JobRetention:     2160 * time.Hour,
 		MaxMessageBytes:  65536,
 		ConsumerName:     "heapdel",
+		StreamReplicas:   1,
 		ShutdownTimeout:  30 * time.Second,
 	}
 }

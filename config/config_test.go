@@ -78,6 +78,7 @@ func TestDefault(t *testing.T) {
 		JobRetention:     2160 * time.Hour,
 		MaxMessageBytes:  65536,
 		ConsumerName:     "heapdel",
+		StreamReplicas:   1,
 		ShutdownTimeout:  30 * time.Second,
 	}
 	if got := Default(); !configEqual(got, want) {
@@ -159,6 +160,7 @@ func TestVariables(t *testing.T) {
 		{env: "HEAPDEL_JOB_RETENTION", a: "48h", b: "8760h", field: func(c Config) any { return c.JobRetention }, wantA: 48 * time.Hour, wantB: 8760 * time.Hour},
 		{env: "HEAPDEL_MAX_MESSAGE_BYTES", a: "1024", b: "1048576", field: func(c Config) any { return c.MaxMessageBytes }, wantA: 1024, wantB: 1048576},
 		{env: "HEAPDEL_CONSUMER_NAME", a: "heapdel-eu", b: "heapdel_2", field: func(c Config) any { return c.ConsumerName }},
+		{env: "HEAPDEL_STREAM_REPLICAS", a: "3", b: "5", field: func(c Config) any { return c.StreamReplicas }, wantA: 3, wantB: 5},
 		{env: "HEAPDEL_IDENTITY_HASH_KEY", a: "hash-key-aaaaaaaaaaaa", b: "hash-key-bbbbbbbbbbbb", field: func(c Config) any { return c.IdentityHashKey }},
 		{env: "HEAPDEL_IDENTITY_HASH_KEY_FILE", a: hashA, b: hashB, field: func(c Config) any { return [2]string{c.IdentityHashKeyFile, c.IdentityHashKey} },
 			wantA: [2]string{hashA, "hash-key-aaaaaaaaaaaa"}, wantB: [2]string{hashB, "hash-key-bbbbbbbbbbbb"}},

@@ -46,6 +46,7 @@
 //	HEAPDEL_STATUS_MAX_AGE          720h                       age limit of the status stream (extra)
 //	HEAPDEL_JOB_RETENTION           2160h                      how long a finished job, and so its request id, is kept (extra)
 //	HEAPDEL_MAX_MESSAGE_BYTES       65536                      largest command accepted, 1024–67108864 (extra)
+//	HEAPDEL_STREAM_REPLICAS         1                          replicas of the provisioned streams and buckets, 1–5 (extra)
 //	HEAPDEL_CONSUMER_NAME           heapdel                    durable consumer shared by the replicas, [A-Za-z0-9_-] (extra)
 //	HEAPDEL_IDENTITY_HASH_KEY       derived from the API key   key of identity hashes in job state, ≥ 16 characters (secret, extra)
 //	HEAPDEL_IDENTITY_HASH_KEY_FILE  (empty)                    file holding the identity hash key, trimmed (extra)

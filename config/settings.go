@@ -251,6 +251,7 @@ func settings() []setting {
 		durationSetting("HEAPDEL_STATUS_MAX_AGE", "age limit of the status stream", func(c *Config) *time.Duration { return &c.StatusMaxAge }, 1, 0, true),
 		durationSetting("HEAPDEL_JOB_RETENTION", "how long a finished job is kept; a repeated request id is recognised for this long", func(c *Config) *time.Duration { return &c.JobRetention }, 1, 0, true),
 		intSetting("HEAPDEL_MAX_MESSAGE_BYTES", "largest deletion command accepted, in bytes", func(c *Config) *int { return &c.MaxMessageBytes }, 1024, 64<<20, true),
+		extra(intSetting("HEAPDEL_STREAM_REPLICAS", "replicas of the streams and key-value buckets heapdel provisions, 1–5 (3 on a NATS cluster)", func(c *Config) *int { return &c.StreamReplicas }, 1, 5, true)),
 		extra(stringSetting("HEAPDEL_CONSUMER_NAME", "durable consumer name, shared by all replicas", false, func(c *Config) *string { return &c.ConsumerName }, checkName)),
 		{
 			env: "HEAPDEL_IDENTITY_HASH_KEY", extra: true, secret: true,

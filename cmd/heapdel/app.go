@@ -163,6 +163,7 @@ func consumerConfig(cfg config.Config, opts appOptions) consumer.Config {
 		MaxBytes:        cfg.MaxMessageBytes,
 		HashKey:         cfg.HashKey(),
 		Schedule:        opts.schedule,
+		Replicas:        cfg.StreamReplicas,
 	}
 }
 
