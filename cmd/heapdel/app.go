@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -33,6 +34,7 @@ type app struct {
 	srv      *server.Server // nil with an external NATS
 	nc       *nats.Conn
 	svc      *consumer.Service
+	started  atomic.Pointer[consumer.Service] // set once Start returned: /readyz reads it
 	http     *http.Server
 	httpAddr string
 	reg      *prometheus.Registry
@@ -211,16 +213,18 @@ func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appO
 	if err := a.svc.Start(startCtx); err != nil {
 		return nil, err
 	}
+	a.started.Store(a.svc)
 	log.Info().Str("http", a.httpAddr).Msg("heapdel ready: /metrics, /healthz and /readyz are served here")
 	return a, nil
 }
 
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
-	if a.svc == nil {
+	svc := a.started.Load()
+	if svc == nil {
 		http.Error(w, "starting", http.StatusServiceUnavailable)
 		return
 	}
-	if err := a.svc.Ready(); err != nil {
+	if err := svc.Ready(); err != nil {
 		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
@@ -228,8 +232,9 @@ func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // close shuts down in order: stop taking work, flush the batch in flight, wait for
-// publish acks, drain NATS, stop HTTP. It returns an error only when the bound
-// (HEAPDEL_SHUTDOWN_TIMEOUT) was exceeded.
+// publish acks, drain NATS, stop HTTP, all within one bound
+// (HEAPDEL_SHUTDOWN_TIMEOUT), so an orchestrator's grace period can be set above it.
+// It returns an error only when the bound was exceeded.
 func (a *app) close() error {
 	timeout := a.cfg.ShutdownTimeout
 	if timeout <= 0 {
@@ -244,19 +249,27 @@ func (a *app) close() error {
 			a.log.Warn().Err(cerr).Msg("shutdown bound reached; unfinished commands are redelivered")
 		}
 	}
-	a.stopRest()
+	a.stop(ctx)
 	a.log.Info().Msg("heapdel stopped")
 	return err
 }
 
+// stopRest stops what start started when start fails.
 func (a *app) stopRest() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.stop(ctx)
+}
+
+// stop drains NATS, stops the embedded server and the HTTP server within ctx.
+func (a *app) stop(ctx context.Context) {
 	if a.nc != nil {
 		drained := make(chan struct{})
 		a.nc.SetClosedHandler(func(*nats.Conn) { close(drained) })
 		if err := a.nc.Drain(); err == nil {
 			select {
 			case <-drained:
-			case <-time.After(10 * time.Second):
+			case <-ctx.Done():
 			}
 		}
 		a.nc.Close()
@@ -266,8 +279,11 @@ func (a *app) stopRest() {
 		a.srv.WaitForShutdown()
 	}
 	if a.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = a.http.Shutdown(ctx)
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if d, ok := ctx.Deadline(); ok && time.Until(d) > time.Second {
+			hctx, cancel = context.WithDeadline(context.Background(), d)
+		}
+		_ = a.http.Shutdown(hctx)
 		cancel()
 	}
 }
