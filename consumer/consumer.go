@@ -348,7 +348,7 @@ func (s *Service) Ready() error {
 	case !s.nc.IsConnected():
 		return errors.New("NATS not connected")
 	case s.credsRejected.Load():
-		return errors.New("Heap rejected the credentials: check HEAPDEL_HEAP_APP_ID and HEAPDEL_HEAP_API_KEY")
+		return errors.New("Heap refused heapdel's requests: check HEAPDEL_HEAP_APP_ID, HEAPDEL_HEAP_API_KEY and HEAPDEL_HEAP_BASE_URL")
 	case s.indexBroken.Load():
 		return errors.New("the watch of pending Heap requests is being restarted")
 	}

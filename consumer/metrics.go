@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind"}),
 		credsRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "heapdel_heap_credentials_rejected_total",
-			Help: "Heap calls that failed because Heap rejected the app id or API key.",
+			Help: "Heap calls that failed because Heap refused heapdel itself: the app id or API key (401), or the base URL or a proxy (403, 404, 405).",
 		}),
 		rechecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "heapdel_rechecks_total",

@@ -373,7 +373,7 @@ func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, messa
 		s.release([]item{c.it})
 		return
 	}
-	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("message", message).Msg("deletion failed")
+	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("detail", message).Msg("deletion failed")
 	_ = c.it.msg.Ack()
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,14 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 	report(true, "configuration", "every setting valid")
 
 	log := newLogger(cfg, io.Discard)
+	if cfg.NATSURL == "" {
+		// The embedded default: a running `heapdel run` listens on 4222 with that
+		// store open; check through it rather than open the store a second time.
+		if probe, perr := nats.Connect(nats.DefaultURL, nats.Timeout(time.Second)); perr == nil {
+			probe.Close()
+			cfg.NATSURL = nats.DefaultURL
+		}
+	}
 	srv, nc, err := connectNATS(cfg, log, -1, "heapdel-check")
 	if err != nil {
 		report(false, "NATS", err.Error())
@@ -118,6 +127,11 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 		}
 	}
 	// The recheck schedule (nats-server 2.14+): without it nothing follows deletions.
+	// Older servers get replica-published ticks and need none.
+	if !serverHasSchedules(nc.ConnectedServerVersion()) {
+		report(true, "recheck ticks", "server "+nc.ConnectedServerVersion()+" has no message schedules: each replica publishes the tick")
+		return
+	}
 	if st, err := js.Stream(ctx, cfg.StreamName()); err == nil {
 		subject := cfg.SubjectPrefix + ".schedule.recheck"
 		m, err := st.GetLastMsgForSubject(ctx, subject)
@@ -130,4 +144,14 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 			report(false, "recheck schedule on "+subject, "absent and HEAPDEL_PROVISION=false: pending deletions would never be rechecked")
 		}
 	}
+}
+
+// serverHasSchedules says whether a nats-server version has JetStream message
+// schedules (2.14 and later).
+func serverHasSchedules(version string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(version, "v"), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 2 || major == 2 && minor >= 14
 }

@@ -34,7 +34,7 @@ type demoOptions struct {
 func cmdDemo(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
 	fs := flagSet("demo [flags]", "Runs everything in one process: an embedded NATS JetStream server, the Heap simulator,\nthe heapdel service and sample traffic (unique commands, some duplicated, a few invalid).\nShows live progress, then a tally per status. Nothing leaves this machine.", stdout)
 	o := demoOptions{}
-	fs.IntVar(&o.count, "count", 1000, "deletion commands to publish (about 4% are duplicates and 1% invalid)")
+	fs.IntVar(&o.count, "count", 1000, "deletion commands to publish (about 3% are duplicates and 1% invalid)")
 	fs.DurationVar(&o.completeAfter, "complete-after", 3*time.Second, "how long the simulated Heap keeps a deletion pending")
 	fs.BoolVar(&o.keepRunning, "keep-running", false, "stay up after the tally (Ctrl-C to stop), to explore /metrics or publish more")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9090", "address of /metrics, /healthz and /readyz")

@@ -31,7 +31,7 @@ func cmdPublish(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	if *reqID == "" || *count < 1 || (*count == 1 && (*identity == "") == (*userID == "")) {
+	if *reqID == "" || *count < 1 || (*identity != "" && *userID != "") || (*count == 1 && *identity == "" && *userID == "") {
 		fmt.Fprintln(stderr, "heapdel publish: give --request-id and exactly one of --identity or --user-id (or --count N for load)")
 		return exitCode(2)
 	}

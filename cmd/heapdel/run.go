@@ -137,6 +137,10 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "heapdel run: unexpected argument %q (boolean flags take --flag=false)\n", fs.Arg(0))
+		return exitCode(2)
+	}
 	log := newLogger(cfg, stderr)
 	app, err := start(ctx, cfg, log, appOptions{})
 	if err != nil {
