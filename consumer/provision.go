@@ -88,9 +88,9 @@ func (s *Service) commandConsumerConfig() jetstream.ConsumerConfig {
 }
 
 // maxAckPending bounds the commands in flight across all replicas: room for two
-// full batches per replica of a small deployment.
+// full batches: one gathering while the previous one is with Heap and JetStream.
 func (s *Service) maxAckPending() int {
-	return max(4*s.cfg.BatchSize, 1000)
+	return max(2*s.cfg.BatchSize, 1000)
 }
 
 func (s *Service) recheckConsumerConfig() jetstream.ConsumerConfig {

@@ -10,8 +10,13 @@ import (
 	"github.com/heapdel/heapdel/events"
 )
 
+// eventWindow is how many status events one batch keeps in flight before waiting
+// for the oldest acks: enough to keep JetStream busy, few enough that a 10,000-user
+// batch does not hold 20,000 encoded events in memory at once.
+const eventWindow = 2048
+
 // publishes gathers the asynchronous publishes of status events made while handling
-// one batch, so they travel together and are awaited once.
+// one batch, so they travel together and are awaited together.
 type publishes struct {
 	futures  []jetstream.PubAckFuture
 	statuses []events.Status
@@ -34,22 +39,34 @@ func (p *publishes) add(s *Service, ev events.StatusEvent) {
 	}
 	p.futures = append(p.futures, f)
 	p.statuses = append(p.statuses, ev.Status)
+	if len(p.futures) >= eventWindow {
+		p.settle(s.runCtx, s, len(p.futures)/2)
+	}
 }
 
-// await waits for every publish acknowledgement; any failure is returned so the
-// commands can be redelivered (their events are then published again, same ids).
-func (p *publishes) await(ctx context.Context, s *Service) error {
-	err := p.err
-	for i, f := range p.futures {
-		ack, aerr := awaitAck(ctx, f)
-		if aerr != nil {
-			err = errors.Join(err, fmt.Errorf("status event: %w", aerr))
+// settle waits for the oldest n acknowledgements and forgets them; failures are
+// kept for await.
+func (p *publishes) settle(ctx context.Context, s *Service, n int) {
+	for i, f := range p.futures[:n] {
+		ack, err := awaitAck(ctx, f)
+		if err != nil {
+			p.err = errors.Join(p.err, fmt.Errorf("status event: %w", err))
 			continue
 		}
 		if !ack.Duplicate {
 			s.m.statusEvents.WithLabelValues(string(p.statuses[i])).Inc()
 		}
 	}
+	p.futures = append(p.futures[:0], p.futures[n:]...)
+	p.statuses = append(p.statuses[:0], p.statuses[n:]...)
+}
+
+// await waits for every outstanding acknowledgement and returns any failure since
+// the last await, so the commands can be redelivered (their events are then
+// published again, with the same ids).
+func (p *publishes) await(ctx context.Context, s *Service) error {
+	p.settle(ctx, s, len(p.futures))
+	err := p.err
 	p.futures, p.statuses, p.err = nil, nil, nil
 	return err
 }

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -39,6 +42,9 @@ type benchOptions struct {
 	requests  int
 	users     int
 	progress  io.Writer
+	inProcess bool
+	heapProf  string // write an in-use heap profile half way through
+	memLimit  string // GOMEMLIMIT of the service process
 }
 
 // benchResult is what `heapdel bench` prints; --json gives it as is.
@@ -61,6 +67,7 @@ type benchResult struct {
 	BaseConsume    float64 `json:"baseline_consume_ack_per_second,omitempty"`
 	RatioToPublish float64 `json:"ratio_to_baseline_publish,omitempty"`
 	StartToReadyMS float64 `json:"start_to_ready_ms"`
+	ServiceProcess bool    `json:"service_in_own_process"`
 
 	Recheck []recheckResult `json:"recheck,omitempty"`
 }
@@ -88,6 +95,9 @@ func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout,
 	fs.IntVar(&o.requests, "requests", 100_000, "pending Heap requests to track (recheck mode)")
 	fs.IntVar(&o.users, "users", 1, "users per pending Heap request (recheck mode)")
 	fs.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	fs.StringVar(&o.memLimit, "service-memlimit", "", "GOMEMLIMIT of the service process, e.g. 120MiB, as a container limit would set it")
+	fs.StringVar(&o.heapProf, "heapprofile", "", "with --in-process: write an in-use heap profile half way through the run")
+	fs.BoolVar(&o.inProcess, "in-process", false, "run the service inside the bench process (needed for --cpuprofile of the service); CPU and RSS then cover the server and publisher too")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	memProfile := fs.String("memprofile", "", "write an allocation profile at the end to this file")
 	if err := parse(fs, args); err != nil {
@@ -192,16 +202,13 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 	defer w.close()
 	cfg := w.config(o)
 
-	t0 := time.Now()
-	a, err := start(ctx, cfg, zerolog.New(o.progress).Level(zerolog.ErrorLevel), appOptions{})
+	svc, err := startBenchService(ctx, cfg, o)
 	if err != nil {
 		return res, err
 	}
-	for a.svc.Ready() != nil {
-		time.Sleep(time.Millisecond)
-	}
-	res.StartToReadyMS = ms(time.Since(t0))
-	defer func() { _ = a.close() }()
+	defer svc.stop()
+	res.StartToReadyMS = ms(svc.startToReady)
+	res.ServiceProcess = svc.child != nil
 
 	nc, err := nats.Connect(w.srv.ClientURL())
 	if err != nil {
@@ -241,11 +248,22 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(-1, -1)
 
-	cpu0 := cpuSeconds()
+	cpu0 := svc.cpuSeconds()
 	w.rss.reset()
 	start := time.Now()
 	progress := newProgress(o.progress, o.count, &seen)
 	defer progress.stop()
+	if o.heapProf != "" {
+		go func() {
+			for seen.Load() < int64(o.count/2) && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if f, err := os.Create(o.heapProf); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	var interval time.Duration
 	if o.mode == "latency" {
 		interval = time.Second / time.Duration(o.rate)
@@ -258,8 +276,20 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 			}
 		}
 		atomic.StoreInt64(&published[i], time.Now().UnixNano())
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			return res, fmt.Errorf("publish: %w", err)
+		for {
+			_, err := js.PublishMsgAsync(m)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				return res, fmt.Errorf("publish: %w", err)
+			}
+			// JetStream is behind: wait for the outstanding acks, as a producer would.
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
 		}
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -279,8 +309,11 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 	elapsed := time.Duration(lastSeen.Load() - start.UnixNano())
 	res.Seconds = elapsed.Seconds()
 	res.Throughput = float64(o.count) / elapsed.Seconds()
-	res.CPUPer10k = (cpuSeconds() - cpu0) / float64(o.count) * 10_000
+	res.CPUPer10k = (svc.cpuSeconds() - cpu0) / float64(o.count) * 10_000
 	res.PeakRSSMiB = w.rss.peakMiB()
+	if svc.child != nil {
+		res.PeakRSSMiB = svc.peakRSSMiB()
+	}
 	res.HeapRequests = w.sim.Requests("auth_token") + w.sim.Requests("user_deletion")
 	res.HeapPer10k = float64(res.HeapRequests) / float64(o.count) * 10_000
 	slices.Sort(lat)
@@ -478,8 +511,12 @@ func printBench(w io.Writer, r benchResult) {
 	}
 	row("publish→submitted p50 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f ms", r.LatencyP50MS, r.LatencyP99MS, r.LatencyMaxMS))
 	row("Heap HTTP requests per 10,000", fmt.Sprintf("%.2f (%d in all)", r.HeapPer10k, r.HeapRequests))
-	row("CPU seconds per 10,000 commands", fmt.Sprintf("%.3f (whole process: server, publisher, service)", r.CPUPer10k))
-	row("peak RSS during the run", fmt.Sprintf("%.0f MiB (whole process)", r.PeakRSSMiB))
+	scope := "the heapdel process alone"
+	if !r.ServiceProcess {
+		scope = "whole bench process: NATS server, publisher and service"
+	}
+	row("CPU seconds per 10,000 commands", fmt.Sprintf("%.3f (%s)", r.CPUPer10k, scope))
+	row("peak RSS", fmt.Sprintf("%.0f MiB (%s)", r.PeakRSSMiB, scope))
 	row("start to ready", fmt.Sprintf("%.0f ms", r.StartToReadyMS))
 }
 
@@ -632,4 +669,125 @@ func tickStats(a *app) (count uint64, sum float64) {
 		}
 	}
 	return 0, 0
+}
+
+// benchService is the service under measurement: a child `heapdel run` process by
+// default, so its CPU and memory are told apart from the NATS server's and the
+// publisher's; or, with --in-process, inside the bench process.
+type benchService struct {
+	child        *exec.Cmd
+	app          *app
+	startToReady time.Duration
+}
+
+func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (*benchService, error) {
+	if o.inProcess || o.mode == "recheck" {
+		t0 := time.Now()
+		a, err := start(ctx, cfg, zerolog.New(o.progress).Level(zerolog.ErrorLevel), appOptions{})
+		if err != nil {
+			return nil, err
+		}
+		for a.svc.Ready() != nil {
+			time.Sleep(time.Millisecond)
+		}
+		return &benchService{app: a, startToReady: time.Since(t0)}, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	env := map[string]string{
+		"HEAPDEL_NATS_URL": cfg.NATSURL, "HEAPDEL_DATA_DIR": cfg.DataDir,
+		"HEAPDEL_HEAP_APP_ID": cfg.HeapAppID, "HEAPDEL_HEAP_API_KEY": cfg.HeapAPIKey, "HEAPDEL_HEAP_BASE_URL": cfg.HeapBaseURL,
+		"HEAPDEL_HEAP_RATE": strconv.FormatFloat(cfg.HeapRate, 'f', -1, 64), "HEAPDEL_HEAP_BURST": strconv.Itoa(cfg.HeapBurst),
+		"HEAPDEL_BATCH_SIZE": strconv.Itoa(cfg.BatchSize), "HEAPDEL_BATCH_WAIT": cfg.BatchWait.String(),
+		"HEAPDEL_HTTP_ADDR": addr, "HEAPDEL_LOG_LEVEL": "error",
+	}
+	cmd := exec.Command(exe, "run")
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if o.memLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+o.memLimit)
+	}
+	cmd.Stderr = o.progress
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b := &benchService{child: cmd}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			b.stop()
+			return nil, errors.New("the heapdel service did not become ready within 30s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	b.startToReady = time.Since(t0)
+	return b, nil
+}
+
+func (b *benchService) stop() {
+	if b.app != nil {
+		_ = b.app.close()
+		return
+	}
+	_ = b.child.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = b.child.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = b.child.Process.Kill()
+		<-done
+	}
+}
+
+// cpuSeconds is the service's CPU time so far: the child's from /proc, or the whole
+// bench process's in-process.
+func (b *benchService) cpuSeconds() float64 {
+	if b.child == nil {
+		return cpuSeconds()
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.child.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are 14 and 15.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// peakRSSMiB is the child's high-water resident set (VmHWM).
+func (b *benchService) peakRSSMiB() float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.child.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }
