@@ -73,15 +73,16 @@ type benchResult struct {
 }
 
 type recheckResult struct {
-	Requests      int     `json:"heap_requests_pending"`
-	UsersEach     int     `json:"users_each"`
-	FillSeconds   float64 `json:"fill_seconds"`
-	NoneDueMS     float64 `json:"tick_none_due_ms"`
-	NoneDueCalls  int     `json:"tick_none_due_heap_calls"`
-	AllDueMS      float64 `json:"tick_all_due_ms"`
-	AllDueCalls   int     `json:"tick_all_due_heap_calls"`
-	PeakRSSMiB    float64 `json:"peak_rss_mib"`
-	PerCheckMicro float64 `json:"all_due_us_per_check"`
+	Requests       int     `json:"heap_requests_pending"`
+	UsersEach      int     `json:"users_each"`
+	FillSeconds    float64 `json:"fill_seconds"`
+	NoneDueMS      float64 `json:"tick_none_due_ms"`
+	NoneDueCalls   int     `json:"tick_none_due_heap_calls"`
+	AllDueMS       float64 `json:"tick_all_due_ms"`
+	AllDueCalls    int     `json:"tick_all_due_heap_calls"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	ServiceProcess bool    `json:"service_in_own_process"`
+	PerCheckMicro  float64 `json:"all_due_us_per_check"`
 }
 
 func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
@@ -491,7 +492,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 func printBench(w io.Writer, r benchResult) {
 	if r.Mode == "recheck" {
-		fmt.Fprintf(w, "%-28s %10s %10s %12s %10s %12s %10s\n", "pending Heap requests", "fill s", "none due", "(Heap calls)", "all due", "(Heap calls)", "peak RSS")
+		fmt.Fprintf(w, "%-28s %10s %10s %12s %10s %12s %10s\n", "pending Heap requests", "fill s", "none due", "(Heap calls)", "all due", "(Heap calls)", "heapdel RSS")
 		for _, c := range r.Recheck {
 			fmt.Fprintf(w, "%-28s %10.1f %8.1fms %12d %8.0fms %12d %7.0f MiB\n",
 				fmt.Sprintf("%d × %d users", c.Requests, c.UsersEach), c.FillSeconds, c.NoneDueMS, c.NoneDueCalls, c.AllDueMS, c.AllDueCalls, c.PeakRSSMiB)
@@ -590,11 +591,11 @@ func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (
 	r.FillSeconds = time.Since(began).Seconds()
 
 	w.rss.reset()
-	a, err := start(ctx, cfg, zerolog.New(o.progress).Level(zerolog.ErrorLevel), appOptions{})
+	a, err := startBenchService(ctx, cfg, o)
 	if err != nil {
 		return r, err
 	}
-	defer func() { _ = a.close() }()
+	defer a.stop()
 
 	tick := func() (time.Duration, int, error) {
 		before := w.sim.Requests("deletion_status")
@@ -638,7 +639,7 @@ func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (
 	// Wait until this replica's index has seen the rewrite.
 	last, _ := kv.Get(ctx, consumer.JobKey(ids[len(ids)-1]))
 	_ = last
-	for a.svc.DueCount(time.Now()) < requests {
+	for !a.allDue(requests) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	_, sum0 := tickStats(a)
@@ -653,35 +654,69 @@ func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (
 		r.PerCheckMicro = float64(d.Microseconds()) / float64(calls)
 	}
 	r.PeakRSSMiB = w.rss.peakMiB()
+	if a.child != nil {
+		r.PeakRSSMiB = a.peakRSSMiB()
+	}
+	r.ServiceProcess = a.child != nil
 	return r, nil
 }
 
 // tickStats reads the tick-duration histogram: ticks handled and seconds spent.
-func tickStats(a *app) (count uint64, sum float64) {
-	mfs, err := a.reg.Gather()
+func tickStats(a *benchService) (count uint64, sum float64) {
+	var text string
+	if a.app != nil {
+		mfs, err := a.app.reg.Gather()
+		if err != nil {
+			return 0, 0
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "heapdel_recheck_tick_duration_seconds" && len(mf.GetMetric()) > 0 {
+				h := mf.GetMetric()[0].GetHistogram()
+				return h.GetSampleCount(), h.GetSampleSum()
+			}
+		}
+		return 0, 0
+	}
+	resp, err := http.Get("http://" + a.addr + "/metrics")
 	if err != nil {
 		return 0, 0
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == "heapdel_recheck_tick_duration_seconds" && len(mf.GetMetric()) > 0 {
-			h := mf.GetMetric()[0].GetHistogram()
-			return h.GetSampleCount(), h.GetSampleSum()
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	text = string(b)
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "heapdel_recheck_tick_duration_seconds_count "); ok {
+			count, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "heapdel_recheck_tick_duration_seconds_sum "); ok {
+			sum, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, 0
+	return count, sum
+}
+
+// allDue says whether the service sees every one of n requests due: in-process it
+// asks the index; a child process is given time for its watch to deliver the rewrite.
+func (a *benchService) allDue(n int) bool {
+	if a.app != nil {
+		return a.app.svc.DueCount(time.Now()) >= n
+	}
+	time.Sleep(3 * time.Second)
+	return true
 }
 
 // benchService is the service under measurement: a child `heapdel run` process by
 // default, so its CPU and memory are told apart from the NATS server's and the
 // publisher's; or, with --in-process, inside the bench process.
 type benchService struct {
+	addr         string
 	child        *exec.Cmd
 	app          *app
 	startToReady time.Duration
 }
 
 func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (*benchService, error) {
-	if o.inProcess || o.mode == "recheck" {
+	if o.inProcess {
 		t0 := time.Now()
 		a, err := start(ctx, cfg, zerolog.New(o.progress).Level(zerolog.ErrorLevel), appOptions{})
 		if err != nil {
@@ -722,7 +757,7 @@ func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	b := &benchService{child: cmd}
+	b := &benchService{child: cmd, addr: addr}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
