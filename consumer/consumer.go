@@ -76,7 +76,7 @@ type Config struct {
 	Types           []string      // accepted command types, default heap.deletion.requested
 	MaxBytes        int           // largest command accepted, default 65536
 	HashKey         []byte        // key of the identity hash kept in job records; required
-	AckWait         time.Duration // command consumer AckWait, default 1m
+	AckWait         time.Duration // command consumer AckWait, default 30s
 	Schedule        ScheduleMode  // default auto
 	Replicas        int           // stream and bucket replicas, default 1
 	// RetryDelay is the first redelivery delay after Heap failed transiently; it
@@ -147,7 +147,9 @@ func (c Config) withDefaults() Config {
 		c.MaxBytes = 64 << 10
 	}
 	if c.AckWait == 0 {
-		c.AckWait = time.Minute
+		// Held commands are kept alive with InProgress every AckWait/4; a crashed
+		// replica's commands come back after AckWait, so shorter is a faster recovery.
+		c.AckWait = 30 * time.Second
 	}
 	if c.Schedule == "" {
 		c.Schedule = ScheduleAuto

@@ -287,14 +287,16 @@ func (s *Service) check(ctx context.Context, e indexEntry) bool {
 		s.setCredsRejected(false)
 		s.m.rechecks.WithLabelValues("complete").Inc()
 		if err := s.finish(e, events.StatusComplete, "", ""); err != nil {
-			log.Warn().Err(err).Msg("recording completion; retried next tick")
+			log.Warn().Err(err).Msg("recording completion; tried again later")
+			s.postpone(ctx, e, now)
 		}
 		return true
 	case errors.Is(err, heapclient.ErrNotFound):
 		s.m.rechecks.WithLabelValues("not_found").Inc()
 		msg := "Heap answered 404 for a deletion request it had accepted"
 		if err := s.finish(e, events.StatusFailed, events.ReasonHeapNotFound, msg); err != nil {
-			log.Warn().Err(err).Msg("recording not-found; retried next tick")
+			log.Warn().Err(err).Msg("recording not-found; tried again later")
+			s.postpone(ctx, e, now)
 		}
 		return true
 	case errors.Is(err, heapclient.ErrUnauthorized), errors.Is(err, heapclient.ErrMisconfigured):
@@ -319,7 +321,8 @@ func (s *Service) check(ctx context.Context, e indexEntry) bool {
 		s.m.rechecks.WithLabelValues("timeout").Inc()
 		msg := fmt.Sprintf("Heap still reports pending after %s (HEAPDEL_MAX_PENDING)", s.cfg.MaxPending)
 		if err := s.finish(e, events.StatusFailed, events.ReasonTimeout, msg); err != nil {
-			log.Warn().Err(err).Msg("recording timeout; retried next tick")
+			log.Warn().Err(err).Msg("recording timeout; tried again later")
+			s.postpone(ctx, e, now)
 		}
 		return true
 	}

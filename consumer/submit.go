@@ -92,12 +92,13 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 		f jetstream.PubAckFuture
 	}
 	inflight := make([]pending, 0, len(valid))
+	var rel releases
 	for _, it := range valid {
 		j := s.newJob(it, 1, now)
 		val, _ := json.Marshal(&j)
 		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, 0, 0)
 		if err != nil {
-			s.release([]item{it})
+			rel.add(s, it, err)
 			continue
 		}
 		inflight = append(inflight, pending{claim{it: it, job: j}, f})
@@ -113,19 +114,40 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 			c, done, err := s.reclaim(ctx, p.c.it, pubs)
 			switch {
 			case err != nil:
-				s.log.Warn().Err(err).Str("request_id", p.c.it.cmd.RequestID).Msg("job store; command will be redelivered")
-				s.release([]item{p.c.it})
+				rel.add(s, p.c.it, err)
 			case done:
 				settled = append(settled, p.c.it)
 			default:
 				claims = append(claims, c)
 			}
 		default:
-			s.log.Warn().Err(err).Str("request_id", p.c.it.cmd.RequestID).Msg("job store; command will be redelivered")
-			s.release([]item{p.c.it})
+			rel.add(s, p.c.it, err)
 		}
 	}
+	rel.log(s)
 	return claims, settled
+}
+
+// releases gives commands back after a job-store failure and says so in one log line
+// per batch, not one per command (a NATS outage fails them all alike).
+type releases struct {
+	n     int
+	first error
+	reqID string
+}
+
+func (r *releases) add(s *Service, it item, err error) {
+	s.release([]item{it})
+	if r.n == 0 {
+		r.first, r.reqID = err, it.cmd.RequestID
+	}
+	r.n++
+}
+
+func (r *releases) log(s *Service) {
+	if r.n > 0 {
+		s.log.Warn().Err(r.first).Int("commands", r.n).Str("first_request_id", r.reqID).Msg("job store unavailable; commands will be redelivered")
+	}
 }
 
 // reclaim handles a command whose request id already has a job. It returns a claim
@@ -276,6 +298,8 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		}
 	}
 	var pubs publishes
+	var rel releases
+	defer rel.log(s)
 	futures := make([]jetstream.PubAckFuture, len(claims))
 	for i := range claims {
 		j := &claims[i].job
@@ -293,7 +317,7 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		val, _ := json.Marshal(j)
 		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, claims[i].rev, ttl)
 		if err != nil {
-			s.release([]item{claims[i].it})
+			rel.add(s, claims[i].it, err)
 			continue
 		}
 		futures[i] = f
@@ -316,8 +340,7 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 				}
 				continue
 			}
-			s.log.Warn().Err(err).Str("request_id", c.job.RequestID).Msg("job store; command will be redelivered")
-			s.release([]item{c.it})
+			rel.add(s, c.it, err)
 			continue
 		}
 		pubs.add(s, c.job.event(events.StatusSubmitted, now))
