@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/heapdel/heapdel/heapclient"
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 	"github.com/heapdel/heapdel/internal/embedded"
+	"github.com/heapdel/heapdel/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -54,22 +54,7 @@ func connect(t *testing.T, srv *server.Server) *nats.Conn {
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testkit.Buffer
 
 // env is one test's world: NATS, the Heap simulator, and heapdel replicas.
 type env struct {

@@ -1,7 +1,6 @@
 package heapclient
 
 import (
-	"bytes"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heapdel/heapdel/heapclient/heaptest"
+	"github.com/heapdel/heapdel/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,23 +24,8 @@ const (
 	testKey = "sim-key-SECRET-7f3a9c"
 )
 
-// syncBuffer collects log output from concurrent goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = testkit.Buffer
 
 // seen is one request as it reached the test server.
 type seen struct {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 	"github.com/heapdel/heapdel/internal/embedded"
+	"github.com/heapdel/heapdel/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -28,22 +28,8 @@ func TestMain(m *testing.M) {
 	)
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = testkit.Buffer
 
 func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
