@@ -551,13 +551,16 @@ func TestSetNATS(t *testing.T) {
 	if *count != 5 || c.NATSURL != "nats://a:4222" || c.SubjectPrefix != "acme.deletion" || c.LogLevel != "debug" || c.StreamName() != "ACME_DELETION" {
 		t.Errorf("count %d, config %+v", *count, c)
 	}
-	for _, name := range []string{"batch-size", "heap-app-id", "heap-api-key", "http-addr", "provision"} {
+	for _, name := range []string{"batch-size", "heap-app-id", "heap-api-key", "http-addr", "provision", "data-dir"} {
 		if fs.Lookup(name) != nil {
 			t.Errorf("SetNATS registered --%s", name)
 		}
 	}
+	if u := fs.Lookup("nats-url"); u == nil || !strings.Contains(u.Usage, "127.0.0.1:4222") {
+		t.Errorf("SetNATS --nats-url should say an empty URL means the local server")
+	}
 	for _, name := range []string{"nats-url", "nats-creds", "nats-nkey", "nats-user", "nats-password", "nats-token",
-		"nats-tls-ca", "nats-tls-cert", "nats-tls-key", "data-dir", "subject-prefix", "log-level", "log-format"} {
+		"nats-tls-ca", "nats-tls-cert", "nats-tls-key", "subject-prefix", "log-level", "log-format"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("SetNATS did not register --%s", name)
 		}

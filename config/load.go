@@ -28,6 +28,15 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, set Set) *Loader {
 		if !set.includes(s) {
 			continue
 		}
+		if set == SetNATS {
+			// Commands that only talk to NATS never start a server of their own.
+			switch s.env {
+			case "HEAPDEL_DATA_DIR":
+				continue
+			case "HEAPDEL_NATS_URL":
+				s.usage = "NATS server URLs, comma-separated (nats://, tls://, ws://, wss://); empty means nats://127.0.0.1:4222, the embedded server of a local heapdel run or demo"
+			}
+		}
 		v := &flagValue{isBool: s.isBool, secret: s.secret}
 		fs.Var(v, flagName(s.env), s.help())
 		l.settings = append(l.settings, s)

@@ -137,6 +137,9 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout)
 	}
 	printTally(stdout, tally, sim.Sim, a.httpAddr)
+	if !o.keepRunning {
+		fmt.Fprintln(stdout, "(run with --keep-running to keep NATS, the simulator and /metrics up for exploring)")
+	}
 	if bad := tally.unexpected(traffic.expect); bad != "" {
 		return fmt.Errorf("demo finished with unexpected outcomes: %s", bad)
 	}
