@@ -347,7 +347,7 @@ func durationSetting(env, usage string, f func(*Config) *time.Duration, lo, hi t
 	default:
 		rule = "must be a duration from " + formatDuration(lo) + " to " + formatDuration(hi)
 	}
-	rule += " (such as 500ms, 30s, 5m or 24h)"
+	rule += " (such as 30s, 5m or 24h)"
 	return setting{
 		env: env, usage: usage, extra: isExtra,
 		get: func(c *Config) any { return *f(c) },

@@ -336,7 +336,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.started.Store(true)
 	s.log.Info().Str("stream", s.cfg.CommandStream).Str("consumer", s.cfg.ConsumerName).
 		Str("behavior", string(s.cfg.Behavior)).Int("batch_size", s.cfg.BatchSize).
-		Dur("batch_wait", s.cfg.BatchWait).Str("recheck_mode", string(s.scheduleMode)).
+		Str("batch_wait", s.cfg.BatchWait.String()).Str("recheck_mode", string(s.scheduleMode)).
 		Msg("taking deletion commands")
 	return nil
 }

@@ -127,5 +127,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, st := range []string{"submitted", "processing", "complete", "failed"} {
 		m.statusEvents.WithLabelValues(st)
 	}
+	for _, k := range []string{"retryable", "rejected", "unauthorized", "other"} {
+		m.heapFailures.WithLabelValues(k)
+	}
+	for _, r := range []string{"pending", "complete", "not_found", "timeout", "error"} {
+		m.rechecks.WithLabelValues(r)
+	}
 	return m, nil
 }

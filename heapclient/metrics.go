@@ -82,6 +82,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{fetchOK, fetchRejected, fetchError} {
 		m.tokens.WithLabelValues(r)
 	}
+	// Zero series from the start, so dashboards and rate() alerts see them before
+	// the first retry.
+	for _, ep := range []string{epAuth, epDeletion, epStatus} {
+		for _, r := range []string{reasonRateLimited, reasonServerError, reasonNetwork, reasonTimeout} {
+			m.retries.WithLabelValues(ep, r)
+		}
+	}
+	m.retries.WithLabelValues(epDeletion, reasonTokenExpired)
+	m.retries.WithLabelValues(epStatus, reasonTokenExpired)
 	return m, nil
 }
 

@@ -136,6 +136,13 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 		subject := cfg.SubjectPrefix + ".schedule.recheck"
 		m, err := st.GetLastMsgForSubject(ctx, subject)
 		switch {
+		case err == nil && m.Header.Get("Nats-Schedule") != "@every "+cfg.RecheckInterval.String():
+			msg := fmt.Sprintf("%s differs from HEAPDEL_RECHECK_INTERVAL (@every %s)", m.Header.Get("Nats-Schedule"), cfg.RecheckInterval)
+			if cfg.Provision {
+				report(true, "recheck schedule on "+subject, msg+"; 'heapdel run' replaces it")
+			} else {
+				report(false, "recheck schedule on "+subject, msg+" and HEAPDEL_PROVISION=false: the old schedule stays")
+			}
 		case err == nil:
 			report(true, "recheck schedule on "+subject, m.Header.Get("Nats-Schedule"))
 		case cfg.Provision:

@@ -83,7 +83,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "heapdel demo: embedded NATS, Heap simulator at %s, %d commands\n", sim.URL, o.count)
 	a, err := start(ctx, cfg, log, appOptions{embeddedPort: o.natsPort})
 	if err != nil {
-		return err
+		return fmt.Errorf("%w\n(the demo takes no HEAPDEL_* settings: if port 4222 or 9090 is taken, run it with --nats-port -1 --http-addr 127.0.0.1:0)", err)
 	}
 	defer func() { _ = a.close() }()
 

@@ -166,9 +166,11 @@ func TestRunServesPublishAndStatus(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}
 	}
-	out.Reset()
-	if err := run(ctx, []string{"status", "--json", "dsr-cli-1"}, envOf(pubEnv), &out, &errb); err != nil || !strings.Contains(out.String(), `"status": "complete"`) {
-		t.Fatalf("status --json: %v\n%s", err, out.String())
+	for _, args := range [][]string{{"status", "--json", "dsr-cli-1"}, {"status", "dsr-cli-1", "--json"}} {
+		out.Reset()
+		if err := run(ctx, args, envOf(pubEnv), &out, &errb); err != nil || !strings.Contains(out.String(), `"status": "complete"`) {
+			t.Fatalf("%v: %v\n%s", args, err, out.String())
+		}
 	}
 	if err := run(ctx, []string{"status", "no-such-request"}, envOf(pubEnv), &out, &errb); !errors.Is(err, exitCode(1)) {
 		t.Fatalf("status of an unknown id: %v, want exit 1", err)

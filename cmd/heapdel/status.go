@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +21,7 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	fs := flagSet("status [flags] <request-id>", "Shows a request id's job: its status, Heap deletion request, times and history.", stdout)
 	loader := config.NewLoader(fs, getenv, config.SetNATS)
 	asJSON := fs.Bool("json", false, "print the job record as JSON, for scripts")
+	args = flagsFirst(fs, args)
 	cfg, err := loadConfig(fs, loader, args, stderr)
 	if errors.Is(err, errHelp) {
 		return nil
@@ -49,7 +52,7 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	e, err := kv.Get(ctx, consumer.JobKey(reqID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		fmt.Fprintf(stderr, "heapdel status: no job for request id %q (never received, invalid, or expired after HEAPDEL_JOB_RETENTION)\n", reqID)
+		fmt.Fprintf(stderr, "heapdel status: no job for request id %q (not taken yet: heapdel records it within HEAPDEL_BATCH_WAIT of taking it; or never received, invalid, or expired after HEAPDEL_JOB_RETENTION)\n", reqID)
 		return exitCode(1)
 	}
 	if err != nil {
@@ -108,4 +111,39 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// flagsFirst moves the positional arguments after the flags, so that
+// `heapdel status <id> --json` works as well as `heapdel status --json <id>`
+// (the flag package stops at the first positional argument).
+func flagsFirst(fs *flag.FlagSet, args []string) []string {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			f := fs.Lookup(name)
+			if f == nil {
+				continue // unknown: the flag package reports it
+			}
+			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+				continue
+			}
+			if i+1 < len(args) { // the flag's value
+				i++
+				flags = append(flags, args[i])
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	return append(flags, positional...)
 }
