@@ -160,9 +160,7 @@ func TestHostileCommands(t *testing.T) {
 			}
 		}
 		id := fmt.Sprintf("bad-%05d", i)
-		if _, err := e.js.PublishMsgAsync(h.make(id)); err != nil {
-			t.Fatalf("%s: %v", h.name, err)
-		}
+		e.publishAsyncMsg(h.make(id))
 		if h.readable {
 			readable = append(readable, id)
 		}
@@ -176,9 +174,7 @@ func TestHostileCommands(t *testing.T) {
 				m.Header["Ce-Specversion"] = m.Header["ce-specversion"]
 				delete(m.Header, "ce-specversion")
 			}
-			if _, err := e.js.PublishMsgAsync(m); err != nil {
-				t.Fatal(err)
-			}
+			e.publishAsyncMsg(m)
 			good = append(good, c.RequestID)
 		}
 	}

@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -218,14 +219,32 @@ func (e *env) publishAsync(cmds []events.Command) {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.js.PublishMsgAsync(m); err != nil {
-			e.t.Fatal(err)
-		}
+		e.publishAsyncMsg(m)
 	}
 	select {
 	case <-e.js.PublishAsyncComplete():
 	case <-time.After(30 * time.Second):
 		e.t.Fatal("publish acks did not arrive")
+	}
+}
+
+// publishAsyncMsg publishes without waiting for the ack; when too many acks are
+// outstanding (a loaded machine), it waits for them and tries again, as a producer would.
+func (e *env) publishAsyncMsg(m *nats.Msg) {
+	e.t.Helper()
+	for {
+		_, err := e.js.PublishMsgAsync(m)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			e.t.Fatal(err)
+		}
+		select {
+		case <-e.js.PublishAsyncComplete():
+		case <-time.After(30 * time.Second):
+			e.t.Fatal("publish acks did not arrive")
+		}
 	}
 }
 

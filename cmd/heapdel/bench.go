@@ -277,20 +277,8 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 			}
 		}
 		atomic.StoreInt64(&published[i], time.Now().UnixNano())
-		for {
-			_, err := js.PublishMsgAsync(m)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-				return res, fmt.Errorf("publish: %w", err)
-			}
-			// JetStream is behind: wait for the outstanding acks, as a producer would.
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-ctx.Done():
-				return res, ctx.Err()
-			}
+		if _, err := publishAsync(ctx, js, m); err != nil {
+			return res, fmt.Errorf("publish: %w", err)
 		}
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -369,7 +357,7 @@ func jetstreamBaseline(ctx context.Context, js jetstream.JetStream, size, n int)
 	payload := make([]byte, size)
 	start := time.Now()
 	for range n {
-		if _, err := js.PublishAsync("heapdel.bench.baseline", payload); err != nil {
+		if _, err := publishAsync(ctx, js, &nats.Msg{Subject: "heapdel.bench.baseline", Data: payload}); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -578,7 +566,7 @@ func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (
 		for _, kv := range [][2]any{{"m." + consumer.JobKey(id), mv}, {consumer.JobKey(id), rv}} {
 			m := nats.NewMsg("$KV." + bucket + "." + kv[0].(string))
 			m.Data = kv[1].([]byte)
-			if _, err := js.PublishMsgAsync(m); err != nil {
+			if _, err := publishAsync(ctx, js, m); err != nil {
 				return r, err
 			}
 		}
@@ -631,7 +619,7 @@ func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (
 		rv, _ := json.Marshal(consumer.HeapRequest{ID: id, SubmittedAt: past, NextCheckAt: past, Users: users})
 		m := nats.NewMsg("$KV." + bucket + "." + consumer.JobKey(id))
 		m.Data = rv
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		if _, err := publishAsync(ctx, js, m); err != nil {
 			return r, err
 		}
 	}

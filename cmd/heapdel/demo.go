@@ -206,7 +206,7 @@ func demoTraffic(n int) sampleTraffic {
 func publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {
-		f, err := js.PublishMsgAsync(m)
+		f, err := publishAsync(ctx, js, m)
 		if err != nil {
 			return err
 		}
@@ -222,6 +222,22 @@ func publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) e
 		}
 	}
 	return nil
+}
+
+// publishAsync publishes without waiting for the ack. When too many acks are
+// outstanding it waits for them and tries again, as a well-behaved producer does.
+func publishAsync(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (jetstream.PubAckFuture, error) {
+	for {
+		f, err := js.PublishMsgAsync(m)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return f, err
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // tally counts status events per status and remembers each request id's latest.
