@@ -102,9 +102,6 @@ func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout,
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	memProfile := fs.String("memprofile", "", "write an allocation profile at the end to this file")
 	if err := parse(fs, args); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
 		return err
 	}
 	if o.count < 1 || o.batchSize < 1 || o.batchSize > 10000 || o.rate < 1 || o.requests < 1 || o.users < 1 {

@@ -20,9 +20,6 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 	fs := flagSet("check [flags]", "Verifies the configuration, NATS access (streams, consumers, key-value buckets) and the\nHeap credentials (fetches a token). Deletes nothing and publishes nothing. Exits 1 when\nanything is wrong, saying what.", stdout)
 	loader := config.NewLoader(fs, getenv, config.SetAll)
 	cfg, err := loadConfig(fs, loader, args, stderr)
-	if errors.Is(err, errHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}

@@ -43,9 +43,6 @@ func cmdDemo(ctx context.Context, args []string, _ func(string) string, stdout, 
 	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded NATS server (-1: any free port)")
 	fs.StringVar(&o.logLevel, "log-level", "error", "service log level (logs go to stderr): debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
 		return err
 	}
 	if o.count < 1 {

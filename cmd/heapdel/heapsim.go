@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -31,9 +30,6 @@ func cmdHeapsim(ctx context.Context, args []string, _ func(string) string, stdou
 	fs.DurationVar(&f.For, "fault-for", 0, "the fault lasts this long (0: until stopped)")
 	fs.IntVar(&f.Count, "fault-count", 0, "the fault hits this many requests (0: no limit)")
 	if err := parse(fs, args); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
 		return err
 	}
 	sim := heaptest.New(o)

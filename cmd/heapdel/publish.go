@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -25,9 +24,6 @@ func cmdPublish(ctx context.Context, args []string, getenv func(string) string, 
 	count := fs.Int("count", 1, "how many commands to send (load)")
 	structured := fs.Bool("structured", false, "send in structured mode (application/cloudevents+json) instead of binary")
 	cfg, err := loadConfig(fs, loader, args, stderr)
-	if errors.Is(err, errHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}

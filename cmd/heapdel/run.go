@@ -52,7 +52,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:], getenv, stdout, stderr)
+			err := c.run(ctx, args[1:], getenv, stdout, stderr)
+			if errors.Is(err, errHelp) {
+				return nil // --help asked for and shown
+			}
+			return err
 		}
 	}
 	fmt.Fprintf(stderr, "heapdel: unknown command %q\n\n", args[0])
@@ -131,9 +135,6 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs := flagSet("run [flags]", "Runs the service: takes deletion commands from NATS, submits them to Heap, follows\nthem until complete and publishes status events. Serves /metrics, /healthz and\n/readyz on HEAPDEL_HTTP_ADDR. SIGTERM shuts down gracefully.", stdout)
 	loader := config.NewLoader(fs, getenv, config.SetAll)
 	cfg, err := loadConfig(fs, loader, args, stderr)
-	if errors.Is(err, errHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}

@@ -23,9 +23,6 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	asJSON := fs.Bool("json", false, "print the job record as JSON, for scripts")
 	args = flagsFirst(fs, args)
 	cfg, err := loadConfig(fs, loader, args, stderr)
-	if errors.Is(err, errHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}
