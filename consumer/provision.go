@@ -138,7 +138,7 @@ func (s *Service) startConsumers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", s.cfg.ConsumerName, err)
 	}
-	pull := min(max(s.cfg.BatchSize, 100), 2000)
+	pull := min(max(s.cfg.BatchSize, 100), 5000)
 	cc, err := cons.Consume(s.onCommand,
 		jetstream.PullMaxMessages(pull),
 		jetstream.ConsumeErrHandler(s.onConsumeError))
