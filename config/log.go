@@ -32,7 +32,7 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		}
 		switch s.env {
 		case "HEAPDEL_NATS_URL", "HEAPDEL_HEAP_BASE_URL":
-			v = redactURLList(v.(string))
+			v = RedactURLs(v.(string))
 		}
 		switch v := v.(type) {
 		case string:
@@ -53,8 +53,9 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 	}
 }
 
-// redactURLList replaces the user information of each URL in a comma list.
-func redactURLList(list string) string {
+// RedactURLs returns a comma list of URLs with each URL's user information (a
+// NATS password or token) replaced, for logs and error messages.
+func RedactURLs(list string) string {
 	if list == "" {
 		return ""
 	}

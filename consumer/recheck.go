@@ -464,21 +464,26 @@ func (s *Service) serverSchedules() bool {
 	case ScheduleFallback:
 		return false
 	}
-	return versionAtLeast(s.nc.ConnectedServerVersion(), 2, 14)
+	return SupportsSchedules(s.nc.ConnectedServerVersion())
 }
 
-func versionAtLeast(v string, major, minor int) bool {
-	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+// SupportsSchedules says whether a nats-server version has JetStream message
+// schedules (2.14 and later); older servers get the replica-published fallback tick.
+func SupportsSchedules(version string) bool {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
 	if len(parts) < 2 {
 		return false
 	}
-	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(parts[1])
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return ma > major || ma == major && mi >= minor
+	return major > 2 || major == 2 && minor >= 14
 }
+
+// SchedulePattern is the Nats-Schedule header of the recheck schedule for an interval.
+func SchedulePattern(interval time.Duration) string { return "@every " + interval.String() }
 
 // startSchedule makes sure recheck ticks are produced: by a JetStream message
 // schedule on servers that have them, else by this replica's own timer.
@@ -501,7 +506,7 @@ func (s *Service) startSchedule(ctx, runCtx context.Context) error {
 // differs from HEAPDEL_RECHECK_INTERVAL: without it deletions are submitted but never
 // followed to complete.
 func (s *Service) verifySchedule(ctx context.Context) {
-	want := "@every " + s.cfg.RecheckInterval.String()
+	want := SchedulePattern(s.cfg.RecheckInterval)
 	stream, err := s.js.Stream(ctx, s.cfg.CommandStream)
 	if err != nil {
 		return
@@ -520,7 +525,7 @@ func (s *Service) verifySchedule(ctx context.Context) {
 // ensureSchedule publishes the repeating schedule unless the same one is in place;
 // a changed interval replaces the old schedule (roll-up on the schedule subject).
 func (s *Service) ensureSchedule(ctx context.Context) error {
-	pattern := "@every " + s.cfg.RecheckInterval.String()
+	pattern := SchedulePattern(s.cfg.RecheckInterval)
 	stream, err := s.js.Stream(ctx, s.cfg.CommandStream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", s.cfg.CommandStream, err)

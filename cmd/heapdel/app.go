@@ -113,21 +113,9 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 		case strings.Contains(err.Error(), "tls"):
 			hint = "the server did not accept the client certificate: check HEAPDEL_NATS_TLS_CERT and HEAPDEL_NATS_TLS_KEY"
 		}
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", redactURL(url), err, hint)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", config.RedactURLs(url), err, hint)
 	}
 	return srv, nc, nil
-}
-
-func redactURL(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "[redacted]" + p[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func newHeapClient(cfg config.Config, log zerolog.Logger, reg prometheus.Registerer) (*heapclient.Client, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heapdel/heapdel/config"
+	"github.com/heapdel/heapdel/consumer"
 	"github.com/heapdel/heapdel/heapclient"
 )
 
@@ -125,7 +125,7 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 	}
 	// The recheck schedule (nats-server 2.14+): without it nothing follows deletions.
 	// Older servers get replica-published ticks and need none.
-	if !serverHasSchedules(nc.ConnectedServerVersion()) {
+	if !consumer.SupportsSchedules(nc.ConnectedServerVersion()) {
 		report(true, "recheck ticks", "server "+nc.ConnectedServerVersion()+" has no message schedules: each replica publishes the tick")
 		return
 	}
@@ -133,8 +133,8 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 		subject := cfg.SubjectPrefix + ".schedule.recheck"
 		m, err := st.GetLastMsgForSubject(ctx, subject)
 		switch {
-		case err == nil && m.Header.Get("Nats-Schedule") != "@every "+cfg.RecheckInterval.String():
-			msg := fmt.Sprintf("%s differs from HEAPDEL_RECHECK_INTERVAL (@every %s)", m.Header.Get("Nats-Schedule"), cfg.RecheckInterval)
+		case err == nil && m.Header.Get("Nats-Schedule") != consumer.SchedulePattern(cfg.RecheckInterval):
+			msg := fmt.Sprintf("%s differs from HEAPDEL_RECHECK_INTERVAL (%s)", m.Header.Get("Nats-Schedule"), consumer.SchedulePattern(cfg.RecheckInterval))
 			if cfg.Provision {
 				report(true, "recheck schedule on "+subject, msg+"; 'heapdel run' replaces it")
 			} else {
@@ -148,14 +148,4 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 			report(false, "recheck schedule on "+subject, "absent and HEAPDEL_PROVISION=false: pending deletions would never be rechecked")
 		}
 	}
-}
-
-// serverHasSchedules says whether a nats-server version has JetStream message
-// schedules (2.14 and later).
-func serverHasSchedules(version string) bool {
-	var major, minor int
-	if _, err := fmt.Sscanf(strings.TrimPrefix(version, "v"), "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 2 || major == 2 && minor >= 14
 }
