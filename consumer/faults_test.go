@@ -129,13 +129,13 @@ func TestFailedRequestIDIsRetriedAfresh(t *testing.T) {
 	}}, nil)
 	e.replica(nil)
 	cmd := events.Command{RequestID: "retry-1", Identity: "retry@example.com"}
-	e.publish(false, cmd)
+	first := e.publish(false, cmd)[0]
 	e.waitTerminal(20*time.Second, "retry-1")
 	if got := e.terminal("retry-1"); got != events.StatusFailed {
 		t.Fatalf("first attempt %s, want failed", got)
 	}
 	refuse.Store(false)
-	e.publish(false, cmd)
+	retry := e.publish(false, cmd)[0]
 	eventually(t, 20*time.Second, func() string {
 		if got := e.statuses("retry-1"); !slices.Equal(got, []events.Status{"failed", "submitted", "processing", "complete"}) {
 			return fmt.Sprintf("history %v, want failed (refused), then submitted, processing, complete", got)
@@ -147,7 +147,7 @@ func TestFailedRequestIDIsRetriedAfresh(t *testing.T) {
 	for _, r := range e.allEvents() {
 		ids[r.id] = true
 	}
-	if !ids[events.EventID("retry-1", 2, events.StatusComplete)] || !ids[events.EventID("retry-1", 1, events.StatusFailed)] {
+	if !ids[events.EventID("retry-1", retry, 2, events.StatusComplete)] || !ids[events.EventID("retry-1", first, 1, events.StatusFailed)] {
 		t.Fatalf("event ids are not per attempt")
 	}
 	// And a duplicate of a complete request id changes nothing.
@@ -193,7 +193,8 @@ func TestRestartMidRunLosesNothing(t *testing.T) {
 	e := newEnv(t, heaptest.Options{CompleteAfter: 500 * time.Millisecond}, func(c *consumer.Config) { c.BatchSize = 50 })
 	first := e.replica(nil)
 	cmds := identityCmds("restart", 600)
-	go e.publishAsync(cmds)
+	published := make(chan map[string]uint64, 1)
+	go func() { published <- e.publishAsync(cmds) }()
 	eventually(t, 20*time.Second, func() string {
 		if len(e.sim.Submissions()) < 3 {
 			return "waiting for the first batches"
@@ -204,6 +205,12 @@ func TestRestartMidRunLosesNothing(t *testing.T) {
 	e.replica(nil)
 	e.waitTerminal(60*time.Second, ids(cmds)...)
 	e.noneFailed()
+	var seqs map[string]uint64
+	select {
+	case seqs = <-published:
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishing did not finish")
+	}
 	// Each transition has one id, however often it was published.
 	byTransition := map[string]string{}
 	for _, r := range e.allEvents() {
@@ -212,7 +219,7 @@ func TestRestartMidRunLosesNothing(t *testing.T) {
 			t.Fatalf("%s published with two ids: %s and %s", k, prev, r.id)
 		}
 		byTransition[k] = r.id
-		if r.id != events.EventID(r.ev.RequestID, 1, r.ev.Status) {
+		if r.id != events.EventID(r.ev.RequestID, seqs[r.ev.RequestID], 1, r.ev.Status) {
 			t.Fatalf("%s: id %s is not the deterministic one", k, r.id)
 		}
 	}

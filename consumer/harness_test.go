@@ -193,49 +193,68 @@ func prefixOf(c consumer.Config) string {
 	return c.Prefix
 }
 
-// publish sends commands (binary mode unless structured) and waits for the stream's acks.
-func (e *env) publish(structured bool, cmds ...events.Command) {
+// publish sends commands (binary mode unless structured), waits for the stream's
+// acks and returns the commands' stream sequences, which status event ids depend on.
+func (e *env) publish(structured bool, cmds ...events.Command) []uint64 {
 	e.t.Helper()
-	for _, c := range cmds {
+	seqs := make([]uint64, len(cmds))
+	for i, c := range cmds {
 		m, err := events.NewCommandMsg(prefixOf(e.cfg)+".requested", c, structured)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		e.publishMsg(m)
+		seqs[i] = e.publishMsg(m)
 	}
+	return seqs
 }
 
-func (e *env) publishMsg(m *nats.Msg) {
+// publishMsg publishes m and returns its stream sequence.
+func (e *env) publishMsg(m *nats.Msg) uint64 {
 	e.t.Helper()
-	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+	ack, err := e.js.PublishMsg(context.Background(), m)
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	return ack.Sequence
 }
 
-func (e *env) publishAsync(cmds []events.Command) {
+// publishAsync publishes commands without waiting for each ack, then waits for all
+// of them and returns the commands' stream sequences by request id.
+func (e *env) publishAsync(cmds []events.Command) map[string]uint64 {
 	e.t.Helper()
-	for _, c := range cmds {
+	futures := make([]jetstream.PubAckFuture, len(cmds))
+	for i, c := range cmds {
 		m, err := events.NewCommandMsg(prefixOf(e.cfg)+".requested", c, false)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		e.publishAsyncMsg(m)
+		futures[i] = e.publishAsyncMsg(m)
 	}
 	select {
 	case <-e.js.PublishAsyncComplete():
 	case <-time.After(30 * time.Second):
 		e.t.Fatal("publish acks did not arrive")
 	}
+	seqs := make(map[string]uint64, len(cmds))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			seqs[cmds[i].RequestID] = ack.Sequence
+		case err := <-f.Err():
+			e.t.Fatalf("publish %s: %v", cmds[i].RequestID, err)
+		}
+	}
+	return seqs
 }
 
 // publishAsyncMsg publishes without waiting for the ack; when too many acks are
 // outstanding (a loaded machine), it waits for them and tries again, as a producer would.
-func (e *env) publishAsyncMsg(m *nats.Msg) {
+func (e *env) publishAsyncMsg(m *nats.Msg) jetstream.PubAckFuture {
 	e.t.Helper()
 	for {
-		_, err := e.js.PublishMsgAsync(m)
+		f, err := e.js.PublishMsgAsync(m)
 		if err == nil {
-			return
+			return f
 		}
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 			e.t.Fatal(err)

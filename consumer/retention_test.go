@@ -29,13 +29,7 @@ func TestTerminalJobsExpire(t *testing.T) {
 	if _, err := kv.Get(context.Background(), consumer.JobKey("expire-1")); err != nil {
 		t.Fatalf("job missing right after completion: %v", err)
 	}
-	eventually(t, 20*time.Second, func() string {
-		_, err := kv.Get(context.Background(), consumer.JobKey("expire-1"))
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return ""
-		}
-		return fmt.Sprintf("job still there after its retention (err %v)", err)
-	})
+	e.waitExpired(20*time.Second, "expire-1")
 	before := len(e.sim.Submissions())
 	e.publish(false, cmd)
 	eventually(t, 20*time.Second, func() string {
@@ -47,4 +41,20 @@ func TestTerminalJobsExpire(t *testing.T) {
 	if _, err := kv.Get(context.Background(), consumer.JobKey("expire-1")); err != nil {
 		t.Fatalf("no new job after the expired one: %v", err)
 	}
+}
+
+// waitExpired waits until the job of a request id has left the job store.
+func (e *env) waitExpired(timeout time.Duration, reqID string) {
+	e.t.Helper()
+	kv, err := e.js.KeyValue(context.Background(), "HEAP_DELETION_JOBS")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	eventually(e.t, timeout, func() string {
+		_, err := kv.Get(context.Background(), consumer.JobKey(reqID))
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return ""
+		}
+		return fmt.Sprintf("job %s still there after its retention (err %v)", reqID, err)
+	})
 }

@@ -59,12 +59,15 @@ func (j *Job) record(status string, at time.Time, note string) {
 	j.History = append(j.History, Transition{Status: status, At: at, Note: note})
 }
 
-// event builds the status event for one of the job's transitions.
+// event builds the status event for one of the job's transitions. Its id depends on
+// the command that started the job (Seq), so every re-publication of the transition
+// has the same id and a later job for the same request id has new ones.
 func (j *Job) event(status events.Status, at time.Time) events.StatusEvent {
 	ev := events.StatusEvent{
 		RequestID:             j.RequestID,
 		Status:                status,
 		Attempt:               j.Attempt,
+		CommandSeq:            j.Seq,
 		HeapDeletionRequestID: j.HeapDeletionRequestID,
 		RequestedAt:           j.RequestedAt,
 		SubmittedAt:           j.SubmittedAt,

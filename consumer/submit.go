@@ -75,8 +75,10 @@ func (s *Service) invalid(ctx context.Context, pubs *publishes, it item) {
 		return
 	}
 	now := s.now()
+	// The id depends on this message's stream sequence: a redelivery of it keeps the
+	// id, another invalid command for the request id gets its own.
 	pubs.add(s, events.StatusEvent{
-		RequestID: reqID, Status: events.StatusFailed, Attempt: 0,
+		RequestID: reqID, Status: events.StatusFailed, Attempt: 0, CommandSeq: it.seq,
 		RequestedAt: now, CompletedAt: now, Reason: events.ReasonInvalidCommand,
 		Message: it.err.Error(), Time: now,
 	})

@@ -44,7 +44,7 @@ func BenchmarkEncode(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			enc := NewEncoder(EncoderConfig{Structured: bc.structured})
 			now := time.Now()
-			ev := StatusEvent{RequestID: "dsr-2026-000123", Status: StatusProcessing, Attempt: 1,
+			ev := StatusEvent{RequestID: "dsr-2026-000123", Status: StatusProcessing, Attempt: 1, CommandSeq: 1042,
 				HeapDeletionRequestID: "c93fae81-f67a-46d6-acf1-0c3ba1c3e5a6", RequestedAt: now, SubmittedAt: now, Time: now}
 			b.ReportAllocs()
 			for b.Loop() {

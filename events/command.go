@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,18 +97,18 @@ func (d *Decoder) decode(subject string, h nats.Header, data []byte) (Command, *
 	if ie != nil {
 		return Command{}, ie
 	}
-	binary := h.Get(hdrSpecVersion) != ""
-	if binary {
-		if ct, dct := h.Get(hdrContentType), h.Get(hdrDataCT); ct != "" && dct != "" && ct != dct {
-			return Command{}, invalid(reasonBadField, "content-type and ce-datacontenttype disagree")
+	body := data // what the SDK reads
+	if h.Get(hdrSpecVersion) != "" {
+		if ie := checkContentTypes(h); ie != nil {
+			return Command{}, ie
 		}
 	} else {
-		if ie := checkStructured(h, data); ie != nil {
+		if body, ie = checkStructured(h, data); ie != nil {
 			return Command{}, ie
 		}
 	}
 
-	msg := &nats.Msg{Subject: subject, Header: h, Data: data}
+	msg := &nats.Msg{Subject: subject, Header: h, Data: body}
 	e, err := binding.ToEvent(context.Background(), cejs.NewMessage(msg))
 	if err != nil {
 		// The SDK's text can quote the body (and so an identity): never pass it on.
@@ -135,13 +136,17 @@ func (d *Decoder) decode(subject string, h nats.Header, data []byte) (Command, *
 
 // checkStructured checks what the SDK does not in structured mode: a CloudEvents
 // content type (when one is given), a JSON body, and no doubled envelope attribute
-// (the SDK would silently keep the last "data").
-func checkStructured(h nats.Header, body []byte) *InvalidError {
+// (the SDK would silently keep the last "data"). It returns the body the SDK should
+// read: body itself, or, when the datacontenttype names JSON in a way the SDK does
+// not recognise (another case, such as "Application/JSON", or a "+json" type), a copy
+// that says "application/json" instead, since the SDK would refuse JSON data of any
+// other type. The datacontenttype is only ever used to tell JSON apart.
+func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 	if ct := h.Get(hdrContentType); ct != "" && mediaType(ct) != ctCloudEvents {
-		return invalid(reasonNotCloudEvent, "no ce-specversion header and content-type "+safeText(ct)+" is not "+ctCloudEvents)
+		return nil, invalid(reasonNotCloudEvent, "no ce-specversion header and content-type "+safeText(ct)+" is not "+ctCloudEvents)
 	}
 	if !json.Valid(body) {
-		return invalid(reasonBadJSON, "body is not valid JSON")
+		return nil, invalid(reasonBadJSON, "body is not valid JSON")
 	}
 	var seen keySet
 	var doubled, dct []byte
@@ -156,21 +161,33 @@ func checkStructured(h nats.Header, body []byte) *InvalidError {
 		}
 		return true
 	}) {
-		return invalid(reasonNotCloudEvent, "body is not a JSON object")
+		return nil, invalid(reasonNotCloudEvent, "body is not a JSON object")
 	}
 	if doubled != nil {
 		name := "an envelope attribute"
 		if s := string(doubled); len(s) <= 32 && (event.IsExtensionNameValid(s) || s == "data_base64") {
 			name = s
 		}
-		return invalid(reasonBadField, name+" given more than once")
+		return nil, invalid(reasonBadField, name+" given more than once")
+	}
+	ct, ok := stringValue(dct)
+	if !ok || sdkReadsAsJSON(ct) {
+		return body, nil // the SDK reads it (or refuses a non-string one) as we would
 	}
 	// Checked here too (not only after the SDK) so both modes give the same reason:
 	// the SDK refuses a non-JSON type with object data before we could look.
-	if ct, ok := stringValue(dct); ok && ct != "" && !isJSONType(ct) {
-		return invalid(reasonBadJSON, "datacontenttype "+safeText(ct)+" is not JSON")
+	if !isJSONType(ct) {
+		return nil, invalid(reasonBadJSON, "datacontenttype "+safeText(ct)+" is not JSON")
 	}
-	return nil
+	if _, _, err := mime.ParseMediaType(ct); err != nil {
+		// The SDK's validation would say so of the original.
+		return nil, invalid(reasonNotCloudEvent, "invalid CloudEvent attributes: datacontenttype")
+	}
+	at := offsetIn(body, dct)
+	out := make([]byte, 0, len(body)-len(dct)+len(ctJSON)+2)
+	out = append(out, body[:at]...)
+	out = append(out, `"`+ctJSON+`"`...)
+	return append(out, body[at+len(dct):]...), nil
 }
 
 // attrNames lists the attribute names of an SDK validation error (never its text,

@@ -99,6 +99,15 @@ type decodeCase struct {
 
 func onlyMode(m mode) *mode { return &m }
 
+// contentTypes makes a binary-mode command with data and both content type headers.
+func contentTypes(data, ct, dct string) func(t testing.TB, m mode) (nats.Header, []byte) {
+	return func(t testing.TB, m mode) (nats.Header, []byte) {
+		h, b := buildMsg(t, m, data, map[string]string{"datacontenttype": ct})
+		h.Set("ce-datacontenttype", dct)
+		return h, b
+	}
+}
+
 func decodeCases() []decodeCase {
 	long := func(n int) string { return strings.Repeat("a", n) }
 	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
@@ -143,9 +152,14 @@ func decodeCases() []decodeCase {
 			}},
 		{name: "identity 1024 bytes", data: `{"request_id":"r1","identity":"secret` + long(1018) + `"}`, rid: "r1"},
 		{name: "deeply nested unknown field", data: deepObj, rid: "deep-1"},
-		// The SDK reads structured data of a "+json" type as a string (it knows only
-		// application/json and text/json), so this works in binary mode only.
-		{name: "datacontenttype +json", only: onlyMode(binaryMode), data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json; charset=utf-8"}, rid: "r1"},
+		// The SDK alone would read structured data of these types as a string.
+		{name: "datacontenttype +json", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json; charset=utf-8"}, rid: "r1"},
+		{name: "datacontenttype in capitals", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "Application/JSON; Charset=UTF-8"}, rid: "r1"},
+		{name: "datacontenttype with charset", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "application/json;charset=utf-8"}, rid: "r1"},
+		{name: "binary content-type with charset", only: onlyMode(binaryMode), rid: "r1",
+			msg: contentTypes(`{"request_id":"r1",`+id+`}`, "application/json; charset=utf-8", "application/json")},
+		{name: "binary content-type in capitals", only: onlyMode(binaryMode), rid: "r1",
+			msg: contentTypes(`{"request_id":"r1",`+id+`}`, "application/json", "Application/JSON;charset=UTF-8")},
 		{name: "no datacontenttype", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "-"}, rid: "r1"},
 		{name: "no time", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"time": "-"}, rid: "r1",
 			check: func(t *testing.T, c Command) {
@@ -178,8 +192,10 @@ func decodeCases() []decodeCase {
 		{name: "missing id", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"id": "-"}, reason: "not_cloudevent", rid: "r1"},
 		{name: "missing source", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"source": "-"}, reason: "not_cloudevent", rid: "r1"},
 		{name: "bad time", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"time": "yesterday"}, reason: "not_cloudevent", rid: "r1"},
-		{name: "datacontenttype +json structured", only: onlyMode(structuredMode), data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json"}, reason: "not_cloudevent", rid: "r1"},
 		{name: "datacontenttype not json", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "text/plain"}, reason: "bad_json", rid: "r1"},
+		{name: "datacontenttype Text/Plain", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "Text/Plain"}, reason: "bad_json", rid: "r1"},
+		{name: "datacontenttype bad parameter", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "Application/JSON; charset"}, reason: "not_cloudevent", rid: "r1"},
+		{name: "datacontenttype +json string data", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\"}"`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json"}, reason: "bad_json"},
 		{name: "no data", data: "-", reason: "bad_json"},
 		{name: "not a cloudevent at all", only: onlyMode(structuredMode), reason: "not_cloudevent", rid: "r1",
 			msg: func(t testing.TB, _ mode) (nats.Header, []byte) {
@@ -230,6 +246,10 @@ func decodeCases() []decodeCase {
 				h.Set("ce-datacontenttype", "text/plain")
 				return h, b
 			}},
+		{name: "binary charsets disagree", only: onlyMode(binaryMode), reason: "bad_field", rid: "r1",
+			msg: contentTypes(`{"request_id":"r1",`+id+`}`, "application/json; charset=utf-8", "application/json; charset=iso-8859-1")},
+		{name: "binary ce-datacontenttype bad parameter", only: onlyMode(binaryMode), reason: "not_cloudevent", rid: "r1",
+			msg: contentTypes(`{"request_id":"r1",`+id+`}`, "application/json", "application/json; charset")},
 		{name: "binary bad extension name", only: onlyMode(binaryMode), reason: "not_cloudevent", rid: "r1",
 			msg: func(t testing.TB, m mode) (nats.Header, []byte) {
 				h, b := buildMsg(t, m, `{"request_id":"r1",`+id+`}`, nil)

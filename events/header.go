@@ -1,6 +1,7 @@
 package events
 
 import (
+	"mime"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -108,4 +109,49 @@ func mediaType(ct string) string {
 func isJSONType(ct string) bool {
 	mt := mediaType(ct)
 	return mt == ctJSON || (strings.HasSuffix(mt, "+json") && strings.IndexByte(mt, '/') > 0)
+}
+
+// checkContentTypes checks, in binary mode, that content-type and
+// ce-datacontenttype agree when both are given: the SDK takes whichever it reads
+// last as the datacontenttype, so they must say the same thing. They agree when
+// they name the same media type (in any case, as RFC 2045 allows) and no parameter
+// has a different value in each (charset compared in any case); a parameter given in
+// one only is no conflict, so "application/json; charset=utf-8" agrees with
+// "application/json".
+func checkContentTypes(h nats.Header) *InvalidError {
+	ct, dct := h.Get(hdrContentType), h.Get(hdrDataCT)
+	if ct == "" || dct == "" || ct == dct {
+		return nil
+	}
+	mt1, p1, err1 := mime.ParseMediaType(ct)
+	mt2, p2, err2 := mime.ParseMediaType(dct)
+	if err1 != nil || err2 != nil {
+		// What the SDK's validation says of either one alone.
+		return invalid(reasonNotCloudEvent, "invalid CloudEvent attributes: datacontenttype")
+	}
+	if mt1 != mt2 {
+		return invalid(reasonBadField, "content-type and ce-datacontenttype disagree: different media types")
+	}
+	for k, v := range p1 {
+		if w, both := p2[k]; both && v != w && !(k == "charset" && strings.EqualFold(v, w)) {
+			return invalid(reasonBadField, "content-type and ce-datacontenttype disagree: a parameter has different values")
+		}
+	}
+	return nil
+}
+
+// sdkReadsAsJSON reports whether the CloudEvents SDK (v2.16) reads structured-mode
+// data of content type ct as JSON, as its GetDataMediaType and isJSON do: the media
+// type as written, case and all, trimmed only when parameters follow, and no "+json"
+// type but its own; ct == "" means JSON.
+func sdkReadsAsJSON(ct string) bool {
+	mt := ct
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		mt = strings.TrimSpace(ct[:i])
+	}
+	switch mt {
+	case "", ctJSON, "text/json", ctCloudEvents, "application/cloudevents-batch+json":
+		return true
+	}
+	return false
 }

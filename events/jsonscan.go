@@ -59,6 +59,10 @@ func forEachMember(b []byte, fn func(key, val []byte) bool) bool {
 	return true
 }
 
+// offsetIn returns where sub, a subslice of b (such as a value forEachMember gave),
+// starts in b.
+func offsetIn(b, sub []byte) int { return cap(b) - cap(sub) }
+
 func skipWS(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++

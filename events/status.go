@@ -51,7 +51,8 @@ const (
 type StatusEvent struct {
 	RequestID             string
 	Status                Status
-	Attempt               int // 1 for the first processing of a request id, +1 per retry after failed
+	Attempt               int    // 1 for the first processing of a request id, +1 per retry after failed
+	CommandSeq            uint64 // stream sequence of the command that started the job (for invalid_command, of that command); see [EventID]
 	HeapDeletionRequestID string
 	RequestedAt           time.Time // zero → JSON null
 	SubmittedAt           time.Time // zero → JSON null
@@ -94,7 +95,9 @@ var ErrBadStatusEvent = errors.New("bad status event")
 // heap.deletion.<status>, subject = the request id, id = [EventID] (also sent as
 // Nats-Msg-Id, so JetStream drops a re-publish after a redelivery). It returns an
 // error wrapping [ErrBadStatusEvent] for an unknown status, an attempt below 1 (0 is
-// allowed for an invalid_command failure) or a request id that is not valid, and an error from the SDK if encoding fails.
+// allowed for an invalid_command failure), a command sequence of 0 (JetStream's
+// start at 1) or a request id that is not valid, and an error from the SDK if
+// encoding fails.
 func (e *Encoder) Encode(ev StatusEvent) (*nats.Msg, error) {
 	switch {
 	case !ev.Status.valid():
@@ -102,10 +105,13 @@ func (e *Encoder) Encode(ev StatusEvent) (*nats.Msg, error) {
 	case ev.Attempt < 0, ev.Attempt == 0 && ev.Reason != ReasonInvalidCommand:
 		// Attempt 0 is an invalid command's failure: it never became an attempt.
 		return nil, fmt.Errorf("encode status event: attempt %d, want 1 or more (0 only for invalid_command): %w", ev.Attempt, ErrBadStatusEvent)
+	case ev.CommandSeq == 0:
+		// Without it, ids would repeat across the lifetimes of one request id.
+		return nil, fmt.Errorf("encode status event: command sequence 0: %w", ErrBadStatusEvent)
 	case !validRequestID(ev.RequestID):
 		return nil, fmt.Errorf("encode status event: request id is not valid: %w", ErrBadStatusEvent)
 	}
-	id := EventID(ev.RequestID, ev.Attempt, ev.Status)
+	id := EventID(ev.RequestID, ev.CommandSeq, ev.Attempt, ev.Status)
 	ce := event.New()
 	ce.SetID(id)
 	ce.SetSource(e.source)
@@ -127,11 +133,16 @@ func (e *Encoder) Encode(ev StatusEvent) (*nats.Msg, error) {
 }
 
 // EventID returns the CloudEvent id of a status transition: the hex of the first 16
-// bytes of SHA-256 over the request id, attempt and status. The same transition
-// always gets the same id, so a re-publish after a redelivery is a duplicate.
-func EventID(requestID string, attempt int, status Status) string {
-	var buf [160]byte
+// bytes of SHA-256 over the request id, the command sequence, the attempt and the
+// status, separated by zero bytes. The same transition always gets the same id, so
+// a re-publish after a redelivery (the same stream message) is a duplicate; a new
+// command with the same request id (a retry, a reuse after the job expired, another
+// invalid command) gets new ids.
+func EventID(requestID string, commandSeq uint64, attempt int, status Status) string {
+	var buf [192]byte
 	b := append(buf[:0], requestID...)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, commandSeq, 10)
 	b = append(b, 0)
 	b = strconv.AppendInt(b, int64(attempt), 10)
 	b = append(b, 0)
@@ -203,10 +214,10 @@ type statusData struct {
 }
 
 // DecodeStatus reads a status event of either mode from a message's headers and
-// data, and returns it with its CloudEvent id. Attempt is not carried by the event
-// and is left 0. An error means the message is not a valid status event: not a
-// CloudEvent, not of a heap.deletion.<status> type, or with data that does not
-// decode; h is not modified.
+// data, and returns it with its CloudEvent id. Attempt and CommandSeq are not
+// carried by the event and are left 0. An error means the message is not a valid
+// status event: not a CloudEvent, not of a heap.deletion.<status> type, or with data
+// that does not decode; h is not modified.
 func DecodeStatus(h nats.Header, data []byte) (ev StatusEvent, eventID string, err error) {
 	ch, ie := canonicalHeader(h)
 	if ie != nil {

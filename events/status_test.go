@@ -18,13 +18,13 @@ func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
 		name string
 		ev   StatusEvent
 	}{
-		{name: "submitted", ev: StatusEvent{RequestID: "dsr-1", Status: StatusSubmitted, Attempt: 1,
+		{name: "submitted", ev: StatusEvent{RequestID: "dsr-1", Status: StatusSubmitted, Attempt: 1, CommandSeq: 1,
 			HeapDeletionRequestID: "c93fae81-f67a-46d6-acf1-0c3ba1c3e5a6", RequestedAt: at, SubmittedAt: at.Add(time.Second), Time: at}},
-		{name: "complete with deadline", ev: StatusEvent{RequestID: "dsr-1", Status: StatusComplete, Attempt: 2,
+		{name: "complete with deadline", ev: StatusEvent{RequestID: "dsr-1", Status: StatusComplete, Attempt: 2, CommandSeq: 97,
 			HeapDeletionRequestID: "h1", RequestedAt: at, SubmittedAt: at, CompletedAt: at.Add(time.Hour), Deadline: at.Add(720 * time.Hour), Time: at}},
-		{name: "failed invalid", ev: StatusEvent{RequestID: "a:b.c_d-e", Status: StatusFailed, Attempt: 1,
+		{name: "failed invalid", ev: StatusEvent{RequestID: "a:b.c_d-e", Status: StatusFailed, Attempt: 0, CommandSeq: 18446744073709551615,
 			Reason: ReasonInvalidCommand, Message: "bad_field: user_id \"quoted\" <tag> é\n", Time: at}},
-		{name: "processing", ev: StatusEvent{RequestID: "r", Status: StatusProcessing, Attempt: 7, Time: at}},
+		{name: "processing", ev: StatusEvent{RequestID: "r", Status: StatusProcessing, Attempt: 7, CommandSeq: 3, Time: at}},
 	}
 	for _, tc := range tests {
 		for _, structured := range []bool{false, true} {
@@ -34,7 +34,7 @@ func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				wantID := EventID(tc.ev.RequestID, tc.ev.Attempt, tc.ev.Status)
+				wantID := EventID(tc.ev.RequestID, tc.ev.CommandSeq, tc.ev.Attempt, tc.ev.Status)
 				if want := "p.q.status." + string(tc.ev.Status); msg.Subject != want {
 					t.Errorf("subject = %q, want %q", msg.Subject, want)
 				}
@@ -66,7 +66,7 @@ func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
 					t.Errorf("event id = %q, want %q", id, wantID)
 				}
 				want := tc.ev
-				want.Attempt = 0 // not carried by the event
+				want.Attempt, want.CommandSeq = 0, 0 // not carried by the event
 				if !statusEqual(got, want) {
 					t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 				}
@@ -88,7 +88,7 @@ func checkStatusData(t *testing.T, msg *nats.Msg, ev StatusEvent) {
 			t.Fatalf("structured body: %v", err)
 		}
 		if env.SpecVersion != "1.0" || env.Subject != ev.RequestID || env.DataContentType != "application/json" ||
-			env.Type != "heap.deletion."+string(ev.Status) || env.ID != EventID(ev.RequestID, ev.Attempt, ev.Status) {
+			env.Type != "heap.deletion."+string(ev.Status) || env.ID != EventID(ev.RequestID, ev.CommandSeq, ev.Attempt, ev.Status) {
 			t.Errorf("envelope = %+v", env)
 		}
 		if tm, err := time.Parse(time.RFC3339Nano, env.Time); err != nil || !tm.Equal(ev.Time) {
@@ -137,7 +137,7 @@ func statusEqual(a, b StatusEvent) bool {
 
 func TestEncodeDefaults(t *testing.T) {
 	before := time.Now()
-	msg, err := NewEncoder(EncoderConfig{}).Encode(StatusEvent{RequestID: "r1", Status: StatusComplete, Attempt: 1})
+	msg, err := NewEncoder(EncoderConfig{}).Encode(StatusEvent{RequestID: "r1", Status: StatusComplete, Attempt: 1, CommandSeq: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,12 +158,15 @@ func TestEncodeRejects(t *testing.T) {
 		name string
 		ev   StatusEvent
 	}{
-		{name: "unknown status", ev: StatusEvent{RequestID: "r1", Status: "done", Attempt: 1}},
-		{name: "empty status", ev: StatusEvent{RequestID: "r1", Attempt: 1}},
-		{name: "status with wildcard", ev: StatusEvent{RequestID: "r1", Status: "*", Attempt: 1}},
-		{name: "attempt zero", ev: StatusEvent{RequestID: "r1", Status: StatusFailed}},
-		{name: "empty request id", ev: StatusEvent{Status: StatusFailed, Attempt: 1}},
-		{name: "request id with space", ev: StatusEvent{RequestID: "a b", Status: StatusFailed, Attempt: 1}},
+		{name: "unknown status", ev: StatusEvent{RequestID: "r1", Status: "done", Attempt: 1, CommandSeq: 1}},
+		{name: "empty status", ev: StatusEvent{RequestID: "r1", Attempt: 1, CommandSeq: 1}},
+		{name: "status with wildcard", ev: StatusEvent{RequestID: "r1", Status: "*", Attempt: 1, CommandSeq: 1}},
+		{name: "attempt zero", ev: StatusEvent{RequestID: "r1", Status: StatusFailed, CommandSeq: 1}},
+		{name: "attempt negative", ev: StatusEvent{RequestID: "r1", Status: StatusFailed, Attempt: -1, CommandSeq: 1, Reason: ReasonInvalidCommand}},
+		{name: "command seq zero", ev: StatusEvent{RequestID: "r1", Status: StatusFailed, Attempt: 1}},
+		{name: "command seq zero invalid command", ev: StatusEvent{RequestID: "r1", Status: StatusFailed, Reason: ReasonInvalidCommand}},
+		{name: "empty request id", ev: StatusEvent{Status: StatusFailed, Attempt: 1, CommandSeq: 1}},
+		{name: "request id with space", ev: StatusEvent{RequestID: "a b", Status: StatusFailed, Attempt: 1, CommandSeq: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,29 +178,55 @@ func TestEncodeRejects(t *testing.T) {
 }
 
 func TestEventID(t *testing.T) {
-	id := EventID("dsr-1", 1, StatusSubmitted)
+	// The examples of README.md and docs/events.md ("The event id": printf
+	// 'dsr-2026-000123\0001042\0001\000submitted' | sha256sum | cut -c1-32).
+	for _, ex := range []struct {
+		requestID string
+		seq       uint64
+		attempt   int
+		status    Status
+		want      string
+	}{
+		{"dsr-2026-000123", 1042, 1, StatusSubmitted, "76a1279eec6d68363a90ec6e9505efa0"},
+		{"dsr-2026-000123", 1042, 1, StatusProcessing, "5ffa11d8e1de92a47aa203f3f2487e15"},
+		{"dsr-2026-000123", 1042, 1, StatusComplete, "1fa1b1c25cf8f82b243663981da7ed9e"},
+		{"dsr-bad-1", 1043, 0, StatusFailed, "48400208ab91d8151d73f27d57ae05b3"},
+	} {
+		if got := EventID(ex.requestID, ex.seq, ex.attempt, ex.status); got != ex.want {
+			t.Errorf("EventID(%s, %d, %d, %s) = %q, want the documented %q", ex.requestID, ex.seq, ex.attempt, ex.status, got, ex.want)
+		}
+	}
+	id := EventID("dsr-1", 5, 1, StatusSubmitted)
 	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
 		t.Errorf("EventID = %q, want 32 lowercase hex digits", id)
 	}
-	if again := EventID("dsr-1", 1, StatusSubmitted); again != id {
+	if again := EventID("dsr-1", 5, 1, StatusSubmitted); again != id {
 		t.Errorf("EventID not deterministic: %q then %q", id, again)
 	}
 	others := []string{
-		EventID("dsr-1", 2, StatusSubmitted),
-		EventID("dsr-1", 1, StatusProcessing),
-		EventID("dsr-2", 1, StatusSubmitted),
-		EventID("dsr-11", 1, StatusSubmitted),
-		EventID("dsr-1", 11, StatusSubmitted),
+		EventID("dsr-1", 5, 2, StatusSubmitted),
+		EventID("dsr-1", 5, 1, StatusProcessing),
+		EventID("dsr-2", 5, 1, StatusSubmitted),
+		EventID("dsr-11", 5, 1, StatusSubmitted),
+		EventID("dsr-1", 5, 11, StatusSubmitted),
+		// Another command for the request id: after its job expired (attempt 1
+		// again), or another invalid command (attempt 0).
+		EventID("dsr-1", 6, 1, StatusSubmitted),
+		EventID("dsr-1", 51, 1, StatusSubmitted),
+		EventID("dsr-15", 1, 1, StatusSubmitted),
 	}
 	for _, o := range others {
 		if o == id {
 			t.Errorf("EventID collision: %q", o)
 		}
 	}
+	if EventID("r1", 7, 0, StatusFailed) == EventID("r1", 8, 0, StatusFailed) {
+		t.Errorf("two invalid commands for one request id share an id")
+	}
 	// Two encodings of the same transition (a re-publish after a redelivery) carry
 	// the same id and Nats-Msg-Id, whatever their times.
 	enc := NewEncoder(EncoderConfig{})
-	ev := StatusEvent{RequestID: "dsr-1", Status: StatusSubmitted, Attempt: 1, Time: time.Unix(1, 0)}
+	ev := StatusEvent{RequestID: "dsr-1", Status: StatusSubmitted, Attempt: 1, CommandSeq: 5, Time: time.Unix(1, 0)}
 	a, err := enc.Encode(ev)
 	if err != nil {
 		t.Fatal(err)
@@ -210,10 +239,19 @@ func TestEventID(t *testing.T) {
 	if a.Header.Get("ce-id") != id || b.Header.Get("ce-id") != id || b.Header.Get(nats.MsgIdHdr) != id {
 		t.Errorf("ids %q, %q, %q; want %q", a.Header.Get("ce-id"), b.Header.Get("ce-id"), b.Header.Get(nats.MsgIdHdr), id)
 	}
+	// The same transition of a later command for the request id has another id.
+	ev.CommandSeq = 9
+	c, err := enc.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Header.Get("ce-id") == id || c.Header.Get(nats.MsgIdHdr) == id {
+		t.Errorf("a later command's event reuses id %q", id)
+	}
 }
 
 func TestDecodeStatusRejects(t *testing.T) {
-	good, err := NewEncoder(EncoderConfig{}).Encode(StatusEvent{RequestID: "r1", Status: StatusFailed, Attempt: 1})
+	good, err := NewEncoder(EncoderConfig{}).Encode(StatusEvent{RequestID: "r1", Status: StatusFailed, Attempt: 1, CommandSeq: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +285,7 @@ func TestStatusEventsNeverCarryIdentity(t *testing.T) {
 	}
 	for _, structured := range []bool{false, true} {
 		msg, err := NewEncoder(EncoderConfig{Structured: structured}).Encode(StatusEvent{
-			RequestID: "r1", Status: StatusFailed, Attempt: 1, Reason: ReasonInvalidCommand, Message: derr.Error()})
+			RequestID: "r1", Status: StatusFailed, CommandSeq: 1, Reason: ReasonInvalidCommand, Message: derr.Error()})
 		if err != nil {
 			t.Fatal(err)
 		}

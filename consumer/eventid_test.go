@@ -1,0 +1,153 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heapdel/heapdel/consumer"
+	"github.com/heapdel/heapdel/events"
+	"github.com/heapdel/heapdel/heapclient/heaptest"
+)
+
+// eventIDs returns the ids of every stored status event of a request id, by id, with
+// how many times the stream holds each.
+func (e *env) eventIDs(reqID string) map[string]int {
+	out := map[string]int{}
+	for _, r := range e.allEvents() {
+		if r.ev.RequestID == reqID {
+			out[r.id]++
+		}
+	}
+	return out
+}
+
+// wantIDs is the set of ids the transitions of one command have.
+func wantIDs(reqID string, seq uint64, attempt int, statuses ...events.Status) []string {
+	out := make([]string, len(statuses))
+	for i, st := range statuses {
+		out[i] = events.EventID(reqID, seq, attempt, st)
+	}
+	return out
+}
+
+var lifetime = []events.Status{events.StatusSubmitted, events.StatusProcessing, events.StatusComplete}
+
+// A request id reused after its job expired starts a new job whose events have ids
+// of their own. With ids that repeat the first job's, JetStream's duplicate window
+// drops them on publication, and so does a subscriber deduplicating on id.
+func TestReusedRequestIDGetsNewEventIDs(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.JobRetention = 2 * time.Second })
+	e.replica(nil)
+	cmd := events.Command{RequestID: "reuse-1", Identity: "reuse@example.com"}
+	first := e.publish(false, cmd)[0]
+	e.waitTerminal(20*time.Second, "reuse-1")
+	e.waitExpired(20*time.Second, "reuse-1")
+	second := e.publish(false, cmd)[0]
+	want := append(slices.Clone(lifetime), lifetime...)
+	eventually(t, 20*time.Second, func() string {
+		if got := e.statuses("reuse-1"); !slices.Equal(got, want) {
+			return fmt.Sprintf("distinct events %v, want %v: the second job's events are missing or repeat the first's ids", got, want)
+		}
+		return ""
+	})
+	wantSet := append(wantIDs("reuse-1", first, 1, lifetime...), wantIDs("reuse-1", second, 1, lifetime...)...)
+	slices.Sort(wantSet)
+	if got := slices.Sorted(maps.Keys(e.eventIDs("reuse-1"))); !slices.Equal(got, wantSet) {
+		t.Fatalf("event ids %v, want %v (commands %d and %d)", got, wantSet, first, second)
+	}
+}
+
+// Two different invalid commands for one request id each get their failed event.
+func TestInvalidCommandsForOneRequestIDGetTheirOwnEvents(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, nil)
+	e.replica(nil)
+	a := e.publishMsg(binaryMsg(`{"request_id":"inv-1"}`))
+	b := e.publishMsg(binaryMsg(`{"request_id":"inv-1","identity":5}`))
+	eventually(t, 10*time.Second, func() string {
+		if got := e.statuses("inv-1"); len(got) != 2 {
+			return fmt.Sprintf("distinct events %v, want two failed", got)
+		}
+		return ""
+	})
+	want := []string{events.EventID("inv-1", a, 0, events.StatusFailed), events.EventID("inv-1", b, 0, events.StatusFailed)}
+	slices.Sort(want)
+	if got := slices.Sorted(maps.Keys(e.eventIDs("inv-1"))); !slices.Equal(got, want) {
+		t.Fatalf("event ids %v, want %v", got, want)
+	}
+}
+
+// A command redelivered after some of its events were stored publishes them again
+// with the same ids, so the stream keeps one copy of each transition. The status
+// stream is made to hold one message: the submitted event is stored, the processing
+// event refused, and the command is given back and redelivered until there is room.
+func TestRedeliveredCommandKeepsEventIDs(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, nil)
+	e.replica(nil)
+	ctx := context.Background()
+	stream, err := e.js.Stream(ctx, "HEAP_DELETION_STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	full := cfg
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	if _, err := e.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	seq := e.publish(false, events.Command{RequestID: "redeliver-1", Identity: "redeliver@example.com"})[0]
+	e.mu.Lock()
+	reg := e.regs[0]
+	e.mu.Unlock()
+	eventually(t, 20*time.Second, func() string {
+		if n := counter(t, reg, "heapdel_commands_redelivered_total"); n < 2 {
+			return fmt.Sprintf("%v redeliveries, want a few while the status stream is full", n)
+		}
+		return ""
+	})
+	if got := e.statuses("redeliver-1"); !slices.Equal(got, lifetime[:1]) {
+		t.Fatalf("events while the stream is full: %v, want only submitted", got)
+	}
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() string {
+		if got := e.statuses("redeliver-1"); len(got) != len(lifetime) {
+			return fmt.Sprintf("distinct events %v, want %v", got, lifetime)
+		}
+		return ""
+	})
+	want := wantIDs("redeliver-1", seq, 1, lifetime...)
+	slices.Sort(want)
+	got := e.eventIDs("redeliver-1")
+	if ids := slices.Sorted(maps.Keys(got)); !slices.Equal(ids, want) {
+		t.Fatalf("event ids %v, want %v", ids, want)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("event %s stored %d times, want once", id, n)
+		}
+	}
+}
+
+// counter returns the value of an unlabelled counter in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
+}
