@@ -149,7 +149,10 @@ func TestInvalidCommandsFailAndTheConsumerCarriesOn(t *testing.T) {
 func TestBatchingAndDuplicates(t *testing.T) {
 	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) {
 		c.BatchSize = 1000
-		c.BatchWait = 500 * time.Millisecond
+		// Long enough that a starved machine never closes a batch by time: all
+		// 3,000 commands are in the stream before the service starts, so every batch
+		// fills by size.
+		c.BatchWait = 10 * time.Second
 		c.Behavior = consumer.BehaviorOnSubmit
 	})
 	cmds := identityCmds("batch", 2500)

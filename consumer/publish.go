@@ -13,7 +13,10 @@ import (
 // eventWindow is how many status events one batch keeps in flight before waiting
 // for the oldest acks: enough to keep JetStream busy, few enough that a 10,000-user
 // batch does not hold 20,000 encoded events in memory at once.
-const eventWindow = 2048
+const eventWindow = 1024
+
+// writeWindow is the same bound for a batch's job-store writes.
+const writeWindow = 1024
 
 // publishes gathers the asynchronous publishes of status events made while handling
 // one batch, so they travel together and are awaited together.

@@ -93,19 +93,10 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 		c claim
 		f jetstream.PubAckFuture
 	}
-	inflight := make([]pending, 0, len(valid))
+	inflight := make([]pending, 0, min(len(valid), writeWindow))
+	claims = make([]claim, 0, len(valid))
 	var rel releases
-	for _, it := range valid {
-		j := s.newJob(it, 1, now)
-		val, _ := json.Marshal(&j)
-		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, 0, 0)
-		if err != nil {
-			rel.add(s, it, err)
-			continue
-		}
-		inflight = append(inflight, pending{claim{it: it, job: j}, f})
-	}
-	for _, p := range inflight {
+	settle := func(p pending) {
 		ack, err := awaitAck(ctx, p.f)
 		switch {
 		case err == nil:
@@ -125,6 +116,27 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 		default:
 			rel.add(s, p.c.it, err)
 		}
+	}
+	for _, it := range valid {
+		j := s.newJob(it, 1, now)
+		val, _ := json.Marshal(&j)
+		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, 0, 0)
+		if err != nil {
+			rel.add(s, it, err)
+			continue
+		}
+		inflight = append(inflight, pending{claim{it: it, job: j}, f})
+		if len(inflight) == writeWindow {
+			// Wait for the older half, so a 10,000-command batch never holds all
+			// its writes at once.
+			for _, p := range inflight[:writeWindow/2] {
+				settle(p)
+			}
+			inflight = inflight[:copy(inflight, inflight[writeWindow/2:])]
+		}
+	}
+	for _, p := range inflight {
+		settle(p)
 	}
 	rel.log(s)
 	return claims, settled
@@ -302,7 +314,41 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 	var pubs publishes
 	var rel releases
 	defer rel.log(s)
-	futures := make([]jetstream.PubAckFuture, len(claims))
+	var ack []item
+	// settle awaits the job write of claims[i] and queues its events.
+	settle := func(i int, f jetstream.PubAckFuture) {
+		c := &claims[i]
+		if _, err := awaitAck(ctx, f); err != nil {
+			if errors.Is(err, errConflict) {
+				// Another replica took this job over (a redelivery raced us). Its
+				// events are re-queued from the stored job, so none is lost if it
+				// crashes before publishing; ids are the same, so none is doubled.
+				if s.requeueStored(ctx, &pubs, c.job.RequestID) {
+					ack = append(ack, c.it)
+				} else {
+					s.release([]item{c.it})
+				}
+				return
+			}
+			rel.add(s, c.it, err)
+			return
+		}
+		pubs.add(s, c.job.event(events.StatusSubmitted, now))
+		if untilComplete {
+			pubs.add(s, c.job.event(events.StatusProcessing, now))
+		} else {
+			pubs.add(s, c.job.event(events.StatusComplete, now))
+			if !c.job.Deadline.IsZero() && now.After(c.job.Deadline) {
+				s.m.completedLate.Inc()
+			}
+		}
+		ack = append(ack, c.it)
+	}
+	type write struct {
+		i int
+		f jetstream.PubAckFuture
+	}
+	inflight := make([]write, 0, min(len(claims), writeWindow))
 	for i := range claims {
 		j := &claims[i].job
 		j.HeapDeletionRequestID = heapID
@@ -322,39 +368,16 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 			rel.add(s, claims[i].it, err)
 			continue
 		}
-		futures[i] = f
+		inflight = append(inflight, write{i, f})
+		if len(inflight) == writeWindow {
+			for _, w := range inflight[:writeWindow/2] {
+				settle(w.i, w.f)
+			}
+			inflight = inflight[:copy(inflight, inflight[writeWindow/2:])]
+		}
 	}
-	var ack []item
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		c := &claims[i]
-		if _, err := awaitAck(ctx, f); err != nil {
-			if errors.Is(err, errConflict) {
-				// Another replica took this job over (a redelivery raced us). Its
-				// events are re-queued from the stored job, so none is lost if it
-				// crashes before publishing; ids are the same, so none is doubled.
-				if s.requeueStored(ctx, &pubs, c.job.RequestID) {
-					ack = append(ack, c.it)
-				} else {
-					s.release([]item{c.it})
-				}
-				continue
-			}
-			rel.add(s, c.it, err)
-			continue
-		}
-		pubs.add(s, c.job.event(events.StatusSubmitted, now))
-		if untilComplete {
-			pubs.add(s, c.job.event(events.StatusProcessing, now))
-		} else {
-			pubs.add(s, c.job.event(events.StatusComplete, now))
-			if !c.job.Deadline.IsZero() && now.After(c.job.Deadline) {
-				s.m.completedLate.Inc()
-			}
-		}
-		ack = append(ack, c.it)
+	for _, w := range inflight {
+		settle(w.i, w.f)
 	}
 	if err := pubs.await(ctx, s); err != nil {
 		s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("status events not stored; commands will be redelivered")
