@@ -52,10 +52,11 @@
 // # Secrets and identities
 //
 // No error string, log line or metric label holds the API key, a token, an
-// identity or a user id. Heap's error messages may echo what was sent, so before
-// a message is put in an error, every submitted identity (case-insensitively)
-// and user id, the API key and the token are replaced by "[redacted]", control
-// characters are blanked, and the message is cut to 200 bytes.
+// identity or a user id. Heap's error messages may echo what was sent, as sent or
+// URL- or JSON-encoded, so before a message is put in an error, every submitted
+// identity (case-insensitively) and user id, the API key and the token, in any of
+// these forms, are replaced by "[redacted]", control characters are blanked, and
+// the message is cut to 200 bytes.
 //
 // # Rate limiting and transport
 //

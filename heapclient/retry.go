@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 var (
@@ -260,67 +262,125 @@ type redactor struct {
 }
 
 const (
-	maxMessage = 200 // bytes of Heap's message kept in an error
+	maxMessage = 200      // bytes of Heap's message kept in an error
+	maxScan    = 64 << 10 // bytes of Heap's message searched; the rest is dropped
 	redacted   = "[redacted]"
 )
 
+// sanitize returns msg fit for an error or a log line: valid UTF-8 with control
+// characters blanked, cut to maxMessage bytes (then ending in "…"), and with every
+// secret, identity (in any ASCII case) and user id (a whole number) replaced by
+// "[redacted]", whether Heap echoed it as sent, percent-encoded (a space also as
+// '+') or JSON-escaped. Two encodings nested, HTML entities and other transforms
+// are not undone.
 func (r redactor) sanitize(msg string) string {
-	if len(msg) > 64<<10 {
-		msg = msg[:64<<10]
+	cut := len(msg) > maxScan
+	if cut {
+		msg = msg[:maxScan]
 	}
-	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	msg = printable(msg)
+
+	// What to look for, as Heap received it: printable, identities in lower case.
+	var exact, folded []string
+	var ids map[string]bool
+	longest := 0
+	add := func(list []string, s string) []string {
+		s = printable(s)
+		longest = max(longest, len(s))
+		list = append(list, s)
+		if strings.Contains(s, "+") { // a space in a URL's query: see percentEscape
+			list = append(list, strings.ReplaceAll(s, "+", " "))
+		}
+		return list
+	}
+	for _, s := range r.secrets {
+		if s != "" {
+			exact = add(exact, s)
+		}
+	}
+	for _, u := range r.users {
+		if u.Identity != "" {
+			folded = add(folded, asciiLower(u.Identity))
+			continue
+		}
+		if ids == nil {
+			ids = make(map[string]bool)
+		}
+		id := strconv.FormatUint(u.UserID, 10)
+		ids[id] = true
+		longest = max(longest, len(id))
+	}
+
+	// Heap may echo a value URL- or JSON-encoded: search msg with either undone too.
+	views := []view{{text: msg}}
+	if strings.ContainsAny(msg, "%+") {
+		views = append(views, unescape(msg, percentEscape))
+	}
+	if strings.Contains(msg, `\`) {
+		views = append(views, unescape(msg, jsonEscape))
+	}
 	hide := make([]bool, len(msg))
 	hidden := false
-	mark := func(i, n int) {
-		for j := i; j < i+n; j++ {
-			hide[j] = true
+	mark := func(v view, i, j int) {
+		i, j = v.source(i, j)
+		for k := i; k < j; k++ {
+			hide[k] = true
 		}
 		hidden = true
 	}
-	markAll := func(hay, needle string) {
-		if needle == "" || len(needle) > len(hay) {
-			return
-		}
-		for off := 0; ; {
+	markAll := func(v view, hay, needle string) {
+		for off := 0; len(needle) <= len(hay)-off; {
 			i := strings.Index(hay[off:], needle)
 			if i < 0 {
 				return
 			}
-			mark(off+i, len(needle))
+			mark(v, off+i, off+i+len(needle))
 			off += i + 1
 		}
 	}
-	for _, s := range r.secrets {
-		markAll(msg, s)
-	}
-	lower := asciiLower(msg)
-	var ids map[string]bool
-	for _, u := range r.users {
-		if u.Identity != "" {
-			markAll(lower, asciiLower(u.Identity))
-		} else {
-			if ids == nil {
-				ids = make(map[string]bool)
+	for _, v := range views {
+		for _, s := range exact {
+			markAll(v, v.text, s)
+		}
+		if folded != nil {
+			lower := asciiLower(v.text)
+			for _, s := range folded {
+				markAll(v, lower, s)
 			}
-			ids[strconv.FormatUint(u.UserID, 10)] = true
 		}
 	}
-	if ids != nil { // user ids: whole runs of digits
-		for i := 0; i < len(msg); {
-			if msg[i] < '0' || msg[i] > '9' {
-				i++
-				continue
+	if ids != nil { // user ids: whole runs of digits, bounded also by what is hidden
+		for _, v := range views {
+			digit := func(k int) bool {
+				src, _ := v.source(k, k+1)
+				return v.text[k] >= '0' && v.text[k] <= '9' && !hide[src]
 			}
-			j := i
-			for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
-				j++
+			for i := 0; i < len(v.text); {
+				if !digit(i) {
+					i++
+					continue
+				}
+				j := i
+				for j < len(v.text) && digit(j) {
+					j++
+				}
+				if ids[v.text[i:j]] {
+					mark(v, i, j)
+				}
+				i = j
 			}
-			if ids[msg[i:j]] {
-				mark(i, j-i)
-			}
-			i = j
 		}
 	}
+	if cut && longest > 0 {
+		// An echo that the cut goes through is not found: hide where it may start.
+		// An encoded echo takes at most 6 bytes per byte (\u0041).
+		k := max(len(msg)-6*longest, 0)
+		for k > 0 && !utf8.RuneStart(msg[k]) {
+			k--
+		}
+		mark(views[0], k, len(msg))
+	}
+
 	var b strings.Builder
 	for i, r := range msg {
 		if hidden && hide[i] {
@@ -333,16 +393,133 @@ func (r redactor) sanitize(msg string) string {
 			}
 			continue
 		}
-		if r < 0x20 || r == 0x7f {
-			r = ' '
-		}
-		if b.Len()+len(string(r)) > maxMessage {
+		if b.Len()+utf8.RuneLen(r) > maxMessage {
 			b.WriteString("…")
 			break
 		}
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// printable blanks control characters and turns each byte of invalid UTF-8 into
+// U+FFFD, as a JSON encoder does: an identity with such bytes reached Heap so.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// A view is Heap's message as searched for secrets: as it is (at is nil), or with
+// one encoding undone. Byte k of text comes from the message's bytes from at[k]
+// on; at[len(text)] is the message's length.
+type view struct {
+	text string
+	at   []int
+}
+
+// source returns the range of the message that v.text[i:j] comes from.
+func (v view) source(i, j int) (int, int) {
+	if v.at == nil {
+		return i, j
+	}
+	for j < len(v.text) && v.at[j] == v.at[j-1] { // j inside a decoded character
+		j++
+	}
+	return v.at[i], v.at[j]
+}
+
+// unescape decodes msg's escapes, left to right, with escape, which appends to b
+// what the escape that s starts with stands for and returns its length, 0 if s
+// starts with none. Control characters come out blanked.
+func unescape(msg string, escape func(b []byte, s string) ([]byte, int)) view {
+	b := make([]byte, 0, len(msg))
+	at := make([]int, 0, len(msg)+1)
+	for i := 0; i < len(msg); {
+		n := len(b)
+		var size int
+		if b, size = escape(b, msg[i:]); size == 0 {
+			b, size = append(b, msg[i]), 1
+		}
+		for k := n; k < len(b); k++ {
+			if b[k] < 0x20 || b[k] == 0x7f {
+				b[k] = ' '
+			}
+			at = append(at, i)
+		}
+		i += size
+	}
+	return view{text: string(b), at: append(at, len(msg))}
+}
+
+// percentEscape decodes %XX, and '+' as a space, as in a URL's query.
+func percentEscape(b []byte, s string) ([]byte, int) {
+	switch {
+	case s[0] == '+':
+		return append(b, ' '), 1
+	case len(s) >= 3 && s[0] == '%' && isHex(s[1]) && isHex(s[2]):
+		return append(b, unhex(s[1])<<4|unhex(s[2])), 3
+	}
+	return b, 0
+}
+
+// jsonEscape decodes a JSON string's escapes: \uXXXX, surrogate pairs included (a
+// lone surrogate gives U+FFFD, as in encoding/json), and \" \\ \/ \b \f \n \r \t.
+func jsonEscape(b []byte, s string) ([]byte, int) {
+	if len(s) < 2 || s[0] != '\\' {
+		return b, 0
+	}
+	if i := strings.IndexByte(`"\/bfnrt`, s[1]); i >= 0 {
+		return append(b, "\"\\/\b\f\n\r\t"[i]), 2
+	}
+	r, ok := hex4(s[1:])
+	if !ok {
+		return b, 0
+	}
+	if !utf16.IsSurrogate(r) {
+		return utf8.AppendRune(b, r), 6
+	}
+	if len(s) >= 12 && s[6] == '\\' {
+		if r2, ok := hex4(s[7:]); ok {
+			if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+				return utf8.AppendRune(b, d), 12
+			}
+		}
+	}
+	return utf8.AppendRune(b, utf8.RuneError), 6
+}
+
+// hex4 reads the "uXXXX" that s starts with.
+func hex4(s string) (rune, bool) {
+	if len(s) < 5 || s[0] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range []byte(s[1:5]) {
+		if !isHex(c) {
+			return 0, false
+		}
+		r = r<<4 | rune(unhex(c))
+	}
+	return r, true
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// unhex returns the value of hex digit c.
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 func asciiLower(s string) string {

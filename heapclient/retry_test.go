@@ -119,7 +119,10 @@ func TestHeapMessage(t *testing.T) {
 
 func TestSanitize(t *testing.T) {
 	red := redactor{
-		users:   []User{{Identity: "Alice@Example.com"}, {UserID: 123}, {UserID: 18446744073709551615}, {Identity: "ñoño"}},
+		users: []User{{Identity: "Alice@Example.com"}, {UserID: 123}, {UserID: 18446744073709551615}, {Identity: "ñoño"},
+			{Identity: "Bob Smith"}, {Identity: "bad\xffname"}, {Identity: "agent007"},
+			{Identity: "a+tag@example.org"}, {Identity: "0 0\r"}, {Identity: `%00"0`},
+			{Identity: "\U0001F600fan"}},
 		secrets: []string{"KEY-abc", "tok123", ""},
 	}
 	tests := []struct{ in, want string }{
@@ -132,6 +135,25 @@ func TestSanitize(t *testing.T) {
 		{"Alice@Example.comAlice@Example.com", "[redacted]"},
 		{"bad \xff utf8", "bad \uFFFD utf8"},
 		{strings.Repeat("a", 195) + " 123 and more", strings.Repeat("a", 195) + " …"},
+		// Echoed percent-encoded, in either hex case, or JSON-escaped.
+		{"GET /users?identity=alice%40example.com&x=1", "GET /users?identity=[redacted]&x=1"},
+		{"ALICE%40EXAMPLE%2ecom", "[redacted]"},
+		{`{"identity":"alice\u0040example.com"}`, `{"identity":"[redacted]"}`},
+		{`\u0061lice@example.com`, "[redacted]"},
+		{`\u00f1o\u00F1o and %C3%B1o%C3%B1o`, "[redacted] and [redacted]"},
+		{"bob+smith, Bob%20Smith, Bob%2bSmith", "[redacted], [redacted], Bob%2bSmith"},
+		{"a+tag%40example.org, a%2Btag%40example.org", "[redacted], [redacted]"},
+		{"0+0%0D and 0 0\r", "[redacted] and [redacted]"}, // found by FuzzRedact
+		{`%00\"0`, "[redacted]"}, // found by FuzzRedact: one encoding undone at a time
+		{`\ud83d\uDE00fan`, "[redacted]"},
+		{`\ud800 \u12 %4 \ \x %`, `\ud800 \u12 %4 \ \x %`},
+		{`key KEY%2Dabc token \u0074ok123`, "key [redacted] token [redacted]"},
+		{`users%3A%20123 and \u0031\u0032\u0033`, "users%3A%20[redacted] and [redacted]"},
+		{"50% of 123 at 100%", "50% of [redacted] at 100%"},
+		// As Heap received it: invalid UTF-8 as U+FFFD.
+		{"bad\uFFFDname", "[redacted]"},
+		// A user id beside an identity is still a whole number.
+		{"agent007123 and 007123", "[redacted] and 007123"},
 	}
 	for _, tt := range tests {
 		if got := red.sanitize(tt.in); got != tt.want {
@@ -140,6 +162,16 @@ func TestSanitize(t *testing.T) {
 		if got := red.sanitize(tt.in); len(got) > maxMessage+len("…") {
 			t.Errorf("sanitize(%q) is %d bytes", tt.in, len(got))
 		}
+	}
+}
+
+func TestSanitizeCut(t *testing.T) {
+	// The search stops at maxScan bytes, here in the middle of an identity; the
+	// rest of an echo that the cut goes through must not show.
+	red := redactor{users: []User{{Identity: "alice@example.com"}}}
+	msg := strings.Repeat("alice@example.com", maxScan/len("alice@example.com")+1)
+	if got := red.sanitize(msg); got != redacted {
+		t.Errorf("sanitize(%d bytes of repeated identity) = %q, want %q", len(msg), got, redacted)
 	}
 }
 
