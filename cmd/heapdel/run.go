@@ -143,6 +143,7 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return exitCode(2)
 	}
 	log := newLogger(cfg, stderr)
+	setMemoryLimit(log)
 	app, err := start(ctx, cfg, log, appOptions{})
 	if err != nil {
 		log.Error().Err(err).Msg("heapdel could not start")
