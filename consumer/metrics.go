@@ -91,11 +91,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		deadlineDue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "heapdel_deadline_pending_due",
-			Help: "Pending deletions whose legal deadline falls within the window (24h, 7d) from now.",
+			Help: "Deletions not yet complete (waiting for Heap to accept them, or pending in Heap) whose legal deadline falls within the window (24h, 7d) from now.",
 		}, []string{"within"}),
 		deadlineBreach: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "heapdel_deadline_pending_breached",
-			Help: "Pending deletions already past their legal deadline.",
+			Help: "Deletions not yet complete (waiting for Heap to accept them, or pending in Heap) already past their legal deadline.",
 		}),
 		tickDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "heapdel_recheck_tick_duration_seconds",

@@ -21,9 +21,12 @@ import (
 // pendingIndex mirrors the request bucket in memory, kept current by a watch, so a
 // tick finds what is due without reading every pending request from JetStream.
 // Every replica holds one; only the replica that receives a tick acts on it.
+// Waiting entries (commands waiting for Heap, see waiting.go) are kept apart: they
+// count in the deadline gauges only, never as Heap requests.
 type pendingIndex struct {
 	mu      sync.Mutex
-	entries map[string]indexEntry // by key
+	entries map[string]indexEntry // Heap requests, by key
+	waiting map[string]waitEntry  // commands waiting for Heap, by key
 }
 
 type indexEntry struct {
@@ -31,8 +34,13 @@ type indexEntry struct {
 	rev uint64
 }
 
+type waitEntry struct {
+	deadline int64 // Unix seconds
+	rev      uint64
+}
+
 func newPendingIndex() *pendingIndex {
-	return &pendingIndex{entries: make(map[string]indexEntry)}
+	return &pendingIndex{entries: make(map[string]indexEntry), waiting: make(map[string]waitEntry)}
 }
 
 func (x *pendingIndex) put(key string, e indexEntry) {
@@ -44,16 +52,26 @@ func (x *pendingIndex) put(key string, e indexEntry) {
 	x.entries[key] = e
 }
 
-func (x *pendingIndex) replace(entries map[string]indexEntry) {
+func (x *pendingIndex) putWaiting(key string, w waitEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.entries = entries
+	if old, ok := x.waiting[key]; ok && old.rev > w.rev {
+		return
+	}
+	x.waiting[key] = w
+}
+
+func (x *pendingIndex) replace(entries map[string]indexEntry, waiting map[string]waitEntry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.entries, x.waiting = entries, waiting
 }
 
 func (x *pendingIndex) remove(key string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	delete(x.entries, key)
+	delete(x.waiting, key)
 }
 
 // due returns the requests whose next check is at or before now, oldest first.
@@ -83,24 +101,43 @@ func (x *pendingIndex) pendingStats() (users int, oldest time.Time) {
 	return users, oldest
 }
 
-// deadlineStats counts pending deletions past their deadline, and due within 24 h
-// and within 7 days of now.
+// deadlineStats counts the deletions not yet complete (pending in Heap, or waiting
+// for Heap) past their deadline, and due within 24 h and within 7 days of now. A
+// waiting entry that a Heap request already covers (its purge is on the way) counts
+// once, in the Heap request.
 func (x *pendingIndex) deadlineStats(now time.Time) (breached, due24h, due7d int) {
 	n := now.Unix()
 	day, week := n+86400, n+7*86400
+	count := func(d int64) {
+		switch {
+		case d < n:
+			breached++
+		case d < day:
+			due24h++
+			due7d++
+		case d < week:
+			due7d++
+		}
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	var covered map[string]bool
 	for _, e := range x.entries {
 		for _, d := range e.req.Deadlines {
-			switch {
-			case d < n:
-				breached++
-			case d < day:
-				due24h++
-				due7d++
-			case d < week:
-				due7d++
+			count(d)
+		}
+		if len(e.req.Waited) > 0 && len(x.waiting) > 0 {
+			if covered == nil {
+				covered = map[string]bool{}
 			}
+			for _, id := range e.req.Waited {
+				covered[waitingKey(id)] = true
+			}
+		}
+	}
+	for k, w := range x.waiting {
+		if !covered[k] {
+			count(w.deadline)
 		}
 	}
 	return breached, due24h, due7d
@@ -154,7 +191,7 @@ func (s *Service) watchIndex(ctx context.Context, loaded func()) error {
 		return fmt.Errorf("watch %s: %w", s.cfg.RequestBucket, err)
 	}
 	defer func() { _ = w.Stop() }()
-	fresh := map[string]indexEntry{}
+	fresh, freshWaiting := map[string]indexEntry{}, map[string]waitEntry{}
 	initial := true
 	for {
 		select {
@@ -168,10 +205,14 @@ func (s *Service) watchIndex(ctx context.Context, loaded func()) error {
 			case e == nil:
 				if initial {
 					initial = false
-					s.index.replace(fresh)
+					s.index.replace(fresh, freshWaiting)
 					s.m.pendingRequests.Set(float64(s.index.len()))
 					s.indexBroken.Store(false)
 					loaded()
+				}
+			case initial && isWaitingKey(e.Key()):
+				if d, ok := s.decodeWaiting(e); ok {
+					freshWaiting[e.Key()] = waitEntry{deadline: d, rev: e.Revision()}
 				}
 			case initial:
 				if r, ok := s.decodeRequest(e); ok {
@@ -196,7 +237,27 @@ func (s *Service) decodeRequest(e jetstream.KeyValueEntry) (HeapRequest, bool) {
 	return r, true
 }
 
+func (s *Service) decodeWaiting(e jetstream.KeyValueEntry) (deadline int64, ok bool) {
+	if e.Operation() != jetstream.KeyValuePut {
+		return 0, false
+	}
+	d, err := strconv.ParseInt(string(e.Value()), 10, 64)
+	if err != nil {
+		s.log.Warn().Err(err).Str("key", e.Key()).Msg("unreadable waiting record skipped")
+		return 0, false
+	}
+	return d, true
+}
+
 func (s *Service) applyIndex(e jetstream.KeyValueEntry) {
+	if isWaitingKey(e.Key()) {
+		if d, ok := s.decodeWaiting(e); ok {
+			s.index.putWaiting(e.Key(), waitEntry{deadline: d, rev: e.Revision()})
+		} else {
+			s.index.remove(e.Key())
+		}
+		return
+	}
 	if r, ok := s.decodeRequest(e); ok {
 		s.index.put(e.Key(), indexEntry{req: r, rev: e.Revision()})
 	} else {
@@ -215,6 +276,7 @@ func (s *Service) trackRequest(ctx context.Context, claims []claim, heapID strin
 			deadlines = append(deadlines, c.job.Deadline.Unix())
 		}
 	}
+	waited := waitedIDs(claims)
 	mv, err := json.Marshal(members)
 	if err != nil {
 		return err
@@ -222,7 +284,7 @@ func (s *Service) trackRequest(ctx context.Context, claims []claim, heapID strin
 	if _, err := s.requests.Put(ctx, membersKey(heapID), mv); err != nil {
 		return fmt.Errorf("store members: %w", err)
 	}
-	r := HeapRequest{ID: heapID, SubmittedAt: now, NextCheckAt: now.Add(s.firstCheck()), Users: users, Deadlines: deadlines}
+	r := HeapRequest{ID: heapID, SubmittedAt: now, NextCheckAt: now.Add(s.firstCheck()), Users: users, Deadlines: deadlines, Waited: waited}
 	rv, _ := json.Marshal(r)
 	rev, err := s.requests.Put(ctx, requestKey(heapID), rv)
 	if err != nil {

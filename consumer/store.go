@@ -178,6 +178,10 @@ type HeapRequest struct {
 	// Deadlines are the legal due dates (Unix seconds) of the members that have one,
 	// for the deadline gauges.
 	Deadlines []int64 `json:"deadlines,omitempty"`
+	// Waited are the request ids of the members that may have a waiting entry (an
+	// earlier submission of theirs failed): until it is purged, their deadline
+	// counts here only.
+	Waited []string `json:"waited,omitempty"`
 }
 
 // Member is one job covered by a Heap deletion request.

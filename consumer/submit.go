@@ -195,6 +195,13 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 			// Our own command again after a crash or nak: submit it (again).
 			return claim{it: it, job: job, rev: rev}, false, nil
 		case same:
+			// A redelivery of work already done. If the earlier delivery stopped
+			// short of purging its waiting entry, this one does.
+			if it.mayWait() {
+				if _, err := s.clearWaiting(ctx, []string{it.cmd.RequestID}); err != nil {
+					return claim{}, false, err
+				}
+			}
 			s.requeueEvents(pubs, &job)
 			return claim{}, true, nil
 		case job.Status == stateFailed:
@@ -281,7 +288,7 @@ func (s *Service) submit(ctx context.Context, claims []claim) {
 		s.setCredsRejected(true)
 		s.log.Error().Err(err).Int("commands", len(claims)).
 			Msg("Heap refused heapdel itself: set HEAPDEL_HEAP_APP_ID to the Main Production environment id, HEAPDEL_HEAP_API_KEY (or _FILE) to a valid key, and check HEAPDEL_HEAP_BASE_URL; commands are kept and retried")
-		s.nak(claims, 10*s.cfg.RetryDelay, 5*time.Minute, 0)
+		s.nak(ctx, claims, 10*s.cfg.RetryDelay, 5*time.Minute, 0)
 	default:
 		kind := "other"
 		var wait time.Duration
@@ -291,13 +298,14 @@ func (s *Service) submit(ctx context.Context, claims []claim) {
 		}
 		s.m.heapFailures.WithLabelValues(kind).Inc()
 		s.log.Warn().Err(err).Int("commands", len(claims)).Msg("Heap submission failed; commands will be retried")
-		s.nak(claims, s.cfg.RetryDelay, 2*time.Minute, wait)
+		s.nak(ctx, claims, s.cfg.RetryDelay, 2*time.Minute, wait)
 	}
 }
 
 // submitted records a Heap deletion request: the request record first (so no job
-// can be processing without being followed), then the jobs, then the events; only
-// when all are stored are the commands acknowledged.
+// can be processing without being followed), then the jobs, then the events, then
+// the purge of the waiting entries of redelivered commands; only when all are stored
+// are the commands acknowledged.
 func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, users int) {
 	now := s.now()
 	untilComplete := s.cfg.Behavior == BehaviorUntilComplete
@@ -315,6 +323,7 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 	var rel releases
 	defer rel.log(s)
 	var ack []item
+	var waited []string // request ids whose waiting entry this batch purges
 	// settle awaits the job write of claims[i] and queues its events.
 	settle := func(i int, f jetstream.PubAckFuture) {
 		c := &claims[i]
@@ -332,6 +341,9 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 			}
 			rel.add(s, c.it, err)
 			return
+		}
+		if c.it.mayWait() {
+			waited = append(waited, c.job.RequestID)
 		}
 		pubs.add(s, c.job.event(events.StatusSubmitted, now))
 		if untilComplete {
@@ -384,6 +396,22 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		s.release(ack)
 		return
 	}
+	if len(waited) > 0 {
+		failed, err := s.clearWaiting(ctx, waited)
+		if err != nil {
+			// Redelivered, they find their job submitted and purge again.
+			s.log.Warn().Err(err).Int("commands", len(failed)).Msg("waiting entries not purged; commands will be redelivered")
+			kept := ack[:0]
+			for _, it := range ack {
+				if failed[it.cmd.RequestID] {
+					s.release([]item{it})
+				} else {
+					kept = append(kept, it)
+				}
+			}
+			ack = kept
+		}
+	}
 	for _, it := range ack {
 		_ = it.msg.Ack()
 	}
@@ -403,6 +431,7 @@ func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, messa
 		_, err = awaitAck(ctx, f)
 	}
 	var pubs publishes
+	stored := err == nil // our failure is the job's state: its waiting entry goes
 	switch {
 	case errors.Is(err, errConflict):
 		// Someone else moved the job on: publish what it stored, not our failure.
@@ -420,6 +449,13 @@ func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, messa
 	if err := pubs.await(ctx, s); err != nil {
 		s.release([]item{c.it})
 		return
+	}
+	if stored && c.it.mayWait() {
+		if _, err := s.clearWaiting(ctx, []string{j.RequestID}); err != nil {
+			s.log.Warn().Err(err).Str("request_id", j.RequestID).Msg("waiting entry not purged; command will be redelivered")
+			s.release([]item{c.it})
+			return
+		}
 	}
 	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("detail", message).Msg("deletion failed")
 	_ = c.it.msg.Ack()
@@ -465,10 +501,16 @@ func (s *Service) release(items []item) {
 }
 
 // nak gives commands back after a delay that grows with each delivery, with jitter,
-// and is never shorter than atLeast (Heap's Retry-After).
-func (s *Service) nak(claims []claim, base, ceiling, atLeast time.Duration) {
-	for _, c := range claims {
-		_ = c.it.msg.NakWithDelay(max(backoff(c.it.delivered, base, ceiling), atLeast))
+// and is never shorter than atLeast (Heap's Retry-After). Those with a deadline are
+// first recorded as waiting for Heap, for the deadline gauges.
+func (s *Service) nak(ctx context.Context, claims []claim, base, ceiling, atLeast time.Duration) {
+	delays := make([]time.Duration, len(claims))
+	for i, c := range claims {
+		delays[i] = max(backoff(c.it.delivered, base, ceiling), atLeast)
+	}
+	s.markWaiting(ctx, claims, delays)
+	for i, c := range claims {
+		_ = c.it.msg.NakWithDelay(delays[i])
 	}
 }
 

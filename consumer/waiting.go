@@ -1,0 +1,152 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A command that carries a deadline and waits for Heap (Heap down, rate limiting,
+// rejecting heapdel's credentials) has a job in state accepted and is nak'd again and
+// again; Heap has no request for it, so the pending index alone would not see it.
+// Each failed submission therefore writes a waiting entry for it into the request
+// bucket, "w/<request key>" → its deadline, and the deadline gauges of every replica
+// count it from their index. The entry is purged when the command is submitted or
+// fails for good. Commands without a deadline, and the first delivery that Heap
+// accepts, never touch it.
+//
+// '/' is never in a JobKey, so a waiting key can never be a Heap request's key, and
+// it is one token, so the index's watch of "*" sees it (and not the members records).
+// The value is the deadline in Unix seconds as a bare decimal number, never the
+// identity or user id; not being a JSON object, it is also skipped, not taken for a
+// Heap request, by a replica of an earlier version during a rolling upgrade.
+const waitingPrefix = "w/"
+
+// waitingTTL is the shortest life of a waiting entry. Every failed submission writes
+// the entry again, so it lives on while its command keeps failing; the TTL only
+// removes an entry that nobody purged (a crash between submission and purge).
+const waitingTTL = time.Hour
+
+// markerTTL is how long purge markers stay in the request bucket (the bucket's
+// LimitMarkerTTL).
+const markerTTL = time.Hour
+
+func waitingKey(requestID string) string { return waitingPrefix + JobKey(requestID) }
+
+func isWaitingKey(key string) bool { return strings.HasPrefix(key, waitingPrefix) }
+
+// mayWait says whether a command can have a waiting entry: it has a deadline and
+// was delivered before. Entries are written only when a submission fails, and the
+// command then comes back as a redelivery, so a first delivery never has one.
+func (it item) mayWait() bool { return it.delivered > 1 && !it.cmd.Deadline.IsZero() }
+
+// markWaiting writes the waiting entry of every claim with a deadline, before its
+// command is nak'd with delays[i]: the entry outlives a few such delays, and at least
+// waitingTTL. It waits for the writes, so that a later purge (by whichever replica
+// gets the redelivery) comes after them. A write that fails is logged; the command is
+// nak'd all the same and its next failure writes the entry again.
+func (s *Service) markWaiting(ctx context.Context, claims []claim, delays []time.Duration) {
+	var futures []jetstream.PubAckFuture
+	var errs error
+	n := 0
+	await := func() {
+		for _, f := range futures {
+			if _, err := awaitAck(ctx, f); err != nil {
+				errs = errors.Join(errs, err)
+			}
+		}
+		futures = futures[:0]
+	}
+	for i, c := range claims {
+		if c.job.Deadline.IsZero() {
+			continue
+		}
+		n++
+		v := strconv.AppendInt(nil, c.job.Deadline.Unix(), 10)
+		f, err := s.writeRequestBucket(waitingKey(c.job.RequestID), v, false, max(waitingTTL, 3*delays[i]))
+		if err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		futures = append(futures, f)
+		if len(futures) == writeWindow {
+			await()
+		}
+	}
+	await()
+	if errs != nil {
+		s.log.Warn().Err(errs).Int("commands", n).Msg("recording commands waiting for Heap; the deadline gauges may miss them until their next try")
+	}
+}
+
+// clearWaiting purges the waiting entries of requestIDs and returns those whose purge
+// JetStream did not confirm, with the first error. Their commands must not be
+// acknowledged: the redelivery purges again.
+func (s *Service) clearWaiting(ctx context.Context, requestIDs []string) (failed map[string]bool, err error) {
+	type purge struct {
+		id string
+		f  jetstream.PubAckFuture
+	}
+	var inflight []purge
+	fail := func(id string, e error) {
+		if failed == nil {
+			failed = map[string]bool{}
+			err = fmt.Errorf("purge waiting entry of %s: %w", id, e)
+		}
+		failed[id] = true
+	}
+	await := func() {
+		for _, p := range inflight {
+			if _, e := awaitAck(ctx, p.f); e != nil {
+				fail(p.id, e)
+			}
+		}
+		inflight = inflight[:0]
+	}
+	for _, id := range requestIDs {
+		f, e := s.writeRequestBucket(waitingKey(id), nil, true, markerTTL)
+		if e != nil {
+			fail(id, e)
+			continue
+		}
+		inflight = append(inflight, purge{id, f})
+		if len(inflight) == writeWindow {
+			await()
+		}
+	}
+	await()
+	return failed, err
+}
+
+// writeRequestBucket puts value under key in the request bucket, or purges key, with
+// no revision check; the message expires after ttl.
+func (s *Service) writeRequestBucket(key string, value []byte, purge bool, ttl time.Duration) (jetstream.PubAckFuture, error) {
+	m := nats.NewMsg("$KV." + s.cfg.RequestBucket + "." + key)
+	m.Data = value
+	if purge {
+		m.Header.Set("KV-Operation", "PURGE")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
+	f, err := s.js.PublishMsgAsync(m, jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", s.cfg.RequestBucket, err)
+	}
+	return f, nil
+}
+
+// waitedIDs returns the request ids of the claims that may have a waiting entry.
+func waitedIDs(claims []claim) []string {
+	var ids []string
+	for _, c := range claims {
+		if c.it.mayWait() {
+			ids = append(ids, c.job.RequestID)
+		}
+	}
+	return ids
+}
