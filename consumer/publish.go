@@ -12,11 +12,13 @@ import (
 
 // eventWindow is how many status events one batch keeps in flight before waiting
 // for the oldest acks: enough to keep JetStream busy, few enough that a 10,000-user
-// batch does not hold 20,000 encoded events in memory at once.
-const eventWindow = 1024
+// batch does not hold 20,000 encoded events in memory at once. In `heapdel bench`
+// (batches of 10,000) 2,048 → 1,024 → 512 (with writeWindow alike) took the
+// service's peak RSS from 244 to 157 to 148 MiB at the same throughput.
+const eventWindow = 512
 
 // writeWindow is the same bound for a batch's job-store writes.
-const writeWindow = 1024
+const writeWindow = 512
 
 // publishes gathers the asynchronous publishes of status events made while handling
 // one batch, so they travel together and are awaited together.
