@@ -198,9 +198,7 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 			// A redelivery of work already done. If the earlier delivery stopped
 			// short of purging its waiting entry, this one does.
 			if it.mayWait() {
-				if _, err := s.clearWaiting(ctx, []string{it.cmd.RequestID}); err != nil {
-					return claim{}, false, err
-				}
+				s.purgeWaiting(ctx, []string{it.cmd.RequestID})
 			}
 			s.requeueEvents(pubs, &job)
 			return claim{}, true, nil
@@ -397,20 +395,7 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		return
 	}
 	if len(waited) > 0 {
-		failed, err := s.clearWaiting(ctx, waited)
-		if err != nil {
-			// Redelivered, they find their job submitted and purge again.
-			s.log.Warn().Err(err).Int("commands", len(failed)).Msg("waiting entries not purged; commands will be redelivered")
-			kept := ack[:0]
-			for _, it := range ack {
-				if failed[it.cmd.RequestID] {
-					s.release([]item{it})
-				} else {
-					kept = append(kept, it)
-				}
-			}
-			ack = kept
-		}
+		s.purgeWaiting(ctx, waited)
 	}
 	for _, it := range ack {
 		_ = it.msg.Ack()
@@ -451,11 +436,7 @@ func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, messa
 		return
 	}
 	if stored && c.it.mayWait() {
-		if _, err := s.clearWaiting(ctx, []string{j.RequestID}); err != nil {
-			s.log.Warn().Err(err).Str("request_id", j.RequestID).Msg("waiting entry not purged; command will be redelivered")
-			s.release([]item{c.it})
-			return
-		}
+		s.purgeWaiting(ctx, []string{j.RequestID})
 	}
 	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("detail", message).Msg("deletion failed")
 	_ = c.it.msg.Ack()

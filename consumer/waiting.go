@@ -85,9 +85,19 @@ func (s *Service) markWaiting(ctx context.Context, claims []claim, delays []time
 	}
 }
 
+// purgeWaiting purges the waiting entries of requestIDs once their commands are
+// settled. A purge that fails is only logged: the entry feeds the deadline gauges
+// alone, and its TTL removes it; holding the command back instead would have it
+// redelivered and purged again in a loop for as long as the bucket refuses writes.
+func (s *Service) purgeWaiting(ctx context.Context, requestIDs []string) {
+	if failed, err := s.clearWaiting(ctx, requestIDs); err != nil {
+		s.log.Warn().Err(err).Int("commands", len(failed)).
+			Msg("waiting entries not purged: the deadline gauges count them until they expire")
+	}
+}
+
 // clearWaiting purges the waiting entries of requestIDs and returns those whose purge
-// JetStream did not confirm, with the first error. Their commands must not be
-// acknowledged: the redelivery purges again.
+// JetStream did not confirm, with the first error.
 func (s *Service) clearWaiting(ctx context.Context, requestIDs []string) (failed map[string]bool, err error) {
 	type purge struct {
 		id string

@@ -138,9 +138,9 @@ func (d *Decoder) decode(subject string, h nats.Header, data []byte) (Command, *
 // content type (when one is given), a JSON body, and no doubled envelope attribute
 // (the SDK would silently keep the last "data"). It returns the body the SDK should
 // read: body itself, or, when the datacontenttype names JSON in a way the SDK does
-// not recognise (another case, such as "Application/JSON", or a "+json" type), a copy
-// that says "application/json" instead, since the SDK would refuse JSON data of any
-// other type. The datacontenttype is only ever used to tell JSON apart.
+// not recognise (another case, such as "Application/JSON", or a "+json" type) and the
+// data is a JSON value other than a string, a copy that says "application/json"
+// instead, since the SDK would refuse such data of any other type. The datacontenttype is only ever used to tell JSON apart.
 func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 	if ct := h.Get(hdrContentType); ct != "" && mediaType(ct) != ctCloudEvents {
 		return nil, invalid(reasonNotCloudEvent, "no ce-specversion header and content-type "+safeText(ct)+" is not "+ctCloudEvents)
@@ -149,15 +149,18 @@ func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 		return nil, invalid(reasonBadJSON, "body is not valid JSON")
 	}
 	var seen keySet
-	var doubled, dct []byte
+	var doubled, dct, data []byte
 	if !forEachMember(body, func(k, v []byte) bool {
 		k = decodeKey(k)
 		if seen.add(k) {
 			doubled = k
 			return false
 		}
-		if string(k) == "datacontenttype" {
+		switch string(k) {
+		case "datacontenttype":
 			dct = v
+		case "data":
+			data = v
 		}
 		return true
 	}) {
@@ -182,6 +185,13 @@ func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 	if _, _, err := mime.ParseMediaType(ct); err != nil {
 		// The SDK's validation would say so of the original.
 		return nil, invalid(reasonNotCloudEvent, "invalid CloudEvent attributes: datacontenttype")
+	}
+	if len(data) > 0 && data[0] == '"' {
+		// String data: how the SDK itself writes data of a type it does not know as
+		// JSON (a "+json" type, say). It reads it back as the string's bytes, which
+		// parseData takes as the JSON they hold; rewriting the type would make the
+		// SDK keep the quoted string instead.
+		return body, nil
 	}
 	at := offsetIn(body, dct)
 	out := make([]byte, 0, len(body)-len(dct)+len(ctJSON)+2)

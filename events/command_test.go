@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 )
 
@@ -98,6 +99,25 @@ type decodeCase struct {
 }
 
 func onlyMode(m mode) *mode { return &m }
+
+// sdkStructured makes a structured-mode command the way the CloudEvents SDK writes
+// one whose data has content type ct.
+func sdkStructured(ct string) func(t testing.TB, m mode) (nats.Header, []byte) {
+	return func(t testing.TB, _ mode) (nats.Header, []byte) {
+		e := event.New()
+		e.SetID("evt-1")
+		e.SetSource("test")
+		e.SetType(DefaultCommandType)
+		if err := e.SetData(ct, map[string]string{"request_id": "r1", "identity": secretIdentity}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := e.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nats.Header{"content-type": {"application/cloudevents+json"}}, b
+	}
+}
 
 // contentTypes makes a binary-mode command with data and both content type headers.
 func contentTypes(data, ct, dct string) func(t testing.TB, m mode) (nats.Header, []byte) {
@@ -195,7 +215,16 @@ func decodeCases() []decodeCase {
 		{name: "datacontenttype not json", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "text/plain"}, reason: "bad_json", rid: "r1"},
 		{name: "datacontenttype Text/Plain", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "Text/Plain"}, reason: "bad_json", rid: "r1"},
 		{name: "datacontenttype bad parameter", data: `{"request_id":"r1",` + id + `}`, attrs: map[string]string{"datacontenttype": "Application/JSON; charset"}, reason: "not_cloudevent", rid: "r1"},
-		{name: "datacontenttype +json string data", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\"}"`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json"}, reason: "bad_json"},
+		// The SDK writes data of a type it does not take for JSON as a string.
+		{name: "datacontenttype +json string data", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\",\"identity\":\"` + secretIdentity + `\"}"`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json"}, rid: "r1",
+			check: func(t *testing.T, c Command) {
+				if c.Identity != secretIdentity {
+					t.Errorf("identity = %q", c.Identity)
+				}
+			}},
+		{name: "datacontenttype +json string data not an object", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\"}x"`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json"}, reason: "bad_json"},
+		{name: "structured +json written by the SDK", only: onlyMode(structuredMode), rid: "r1", msg: sdkStructured("application/vnd.heap+json")},
+		{name: "structured text/plain+json written by the SDK", only: onlyMode(structuredMode), rid: "r1", msg: sdkStructured("text/plain+json")},
 		{name: "no data", data: "-", reason: "bad_json"},
 		{name: "not a cloudevent at all", only: onlyMode(structuredMode), reason: "not_cloudevent", rid: "r1",
 			msg: func(t testing.TB, _ mode) (nats.Header, []byte) {
