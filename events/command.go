@@ -186,11 +186,12 @@ func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 		// The SDK's validation would say so of the original.
 		return nil, invalid(reasonNotCloudEvent, "invalid CloudEvent attributes: datacontenttype")
 	}
-	if len(data) > 0 && data[0] == '"' {
-		// String data: how the SDK itself writes data of a type it does not know as
-		// JSON (a "+json" type, say). It reads it back as the string's bytes, which
+	if len(data) > 0 && data[0] == '"' && mediaType(ct) != ctJSON {
+		// String data of a "+json" type: how the SDK itself writes data of a type
+		// it does not know as JSON. It reads it back as the string's bytes, which
 		// parseData takes as the JSON they hold; rewriting the type would make the
-		// SDK keep the quoted string instead.
+		// SDK keep the quoted string instead. (String data of application/json, in
+		// any case, is refused as it is when written in lower case.)
 		return body, nil
 	}
 	at := offsetIn(body, dct)

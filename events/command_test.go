@@ -223,6 +223,8 @@ func decodeCases() []decodeCase {
 				}
 			}},
 		{name: "datacontenttype +json string data not an object", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\"}x"`, attrs: map[string]string{"datacontenttype": "application/vnd.heap+json"}, reason: "bad_json"},
+		{name: "datacontenttype Application/JSON string data", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\",\"identity\":\"x\"}"`, attrs: map[string]string{"datacontenttype": "Application/JSON"}, reason: "bad_json"},
+		{name: "datacontenttype application/json string data", only: onlyMode(structuredMode), data: `"{\"request_id\":\"r1\",\"identity\":\"x\"}"`, attrs: map[string]string{"datacontenttype": "application/json"}, reason: "bad_json"},
 		{name: "structured +json written by the SDK", only: onlyMode(structuredMode), rid: "r1", msg: sdkStructured("application/vnd.heap+json")},
 		{name: "structured text/plain+json written by the SDK", only: onlyMode(structuredMode), rid: "r1", msg: sdkStructured("text/plain+json")},
 		{name: "no data", data: "-", reason: "bad_json"},

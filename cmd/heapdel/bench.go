@@ -86,7 +86,7 @@ type recheckResult struct {
 }
 
 func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
-	fs := flagSet("bench [flags]", "Measures heapdel on this machine: an embedded JetStream server (file storage), the Heap\nsimulator answering at once and the service, in one process. Modes:\n  throughput  publish --count commands as fast as JetStream takes them; also measures the\n              raw JetStream baseline (async publish, consume+ack) in the same run\n  latency     offer --rate commands/s and report publish→submitted latency\n  recheck     time one recheck tick with --requests pending Heap requests of --users each\nAbsolute figures swing on shared machines: compare ratios from one run.", stdout)
+	fs := flagSet("bench [flags]", "Measures heapdel on this machine: an embedded JetStream server (file storage) and the Heap\nsimulator answering at once in this process, and the service as a child `heapdel run`\nprocess (--in-process: in this one). Modes:\n  throughput  publish --count commands as fast as JetStream takes them; also measures the\n              raw JetStream baseline (async publish, consume+ack) in the same run\n  latency     offer --rate commands/s and report publish→submitted latency\n  recheck     time one recheck tick with --requests pending Heap requests of --users each\nAbsolute figures swing on shared machines: compare ratios from one run.", stdout)
 	o := benchOptions{progress: stderr}
 	fs.StringVar(&o.mode, "mode", "throughput", "throughput, latency or recheck")
 	fs.IntVar(&o.count, "count", 100_000, "commands to publish (throughput, latency)")
@@ -96,7 +96,7 @@ func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout,
 	fs.IntVar(&o.requests, "requests", 100_000, "pending Heap requests to track (recheck mode)")
 	fs.IntVar(&o.users, "users", 1, "users per pending Heap request (recheck mode)")
 	fs.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
-	fs.StringVar(&o.memLimit, "service-memlimit", "", "GOMEMLIMIT of the service process, e.g. 120MiB, as a container limit would set it")
+	fs.StringVar(&o.memLimit, "service-memlimit", "", "GOMEMLIMIT of the service process, e.g. 120MiB (without it the service runs with no memory limit, even in a container)")
 	fs.StringVar(&o.heapProf, "heapprofile", "", "with --in-process: write an in-use heap profile half way through the run")
 	fs.BoolVar(&o.inProcess, "in-process", false, "run the service inside the bench process (needed for --cpuprofile of the service); CPU and RSS then cover the server and publisher too")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
@@ -736,6 +736,10 @@ func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (
 	}
 	if o.memLimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+o.memLimit)
+	} else {
+		// Measure the service unlimited even inside a memory-limited container,
+		// where heapdel run would otherwise set GOMEMLIMIT to 90% of that limit.
+		cmd.Env = append(cmd.Env, "AUTOMEMLIMIT=off")
 	}
 	cmd.Stderr = o.progress
 	t0 := time.Now()
