@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heapdel/heapdel/events"
@@ -70,12 +71,29 @@ func (s *Service) onCommand(msg jetstream.Msg) {
 	if it.delivered > 1 {
 		s.m.redeliveries.Inc()
 	}
+	if r := msg.Headers().Get(nats.MsgRollup); r != "" && it.delivered <= 1 {
+		s.rolledUp(r, it.seq)
+	}
 	it.cmd, it.err = s.decoder.Decode(msg.Subject(), msg.Headers(), msg.Data())
 	select {
 	case s.batcher.in <- it:
 	case <-s.batcher.done:
 		_ = msg.Nak() // shutting down: another replica, or the next start, takes it
 	}
+}
+
+// rolledUp reports a command that carried a Nats-Rollup header. The command stream
+// has to allow roll-ups (JetStream requires it of a stream with message schedules),
+// so by the time heapdel reads such a command, JetStream has already deleted every
+// command queued before it on its subject ("sub") or in the stream ("all"). heapdel
+// cannot bring them back; it can make sure someone knows.
+func (s *Service) rolledUp(value string, seq uint64) {
+	if value != nats.MsgRollupSubject && value != nats.MsgRollupAll {
+		value = "other" // whatever a publisher wrote, it is not logged
+	}
+	s.m.rollups.Inc()
+	s.log.Error().Str("rollup", value).Uint64("stream_seq", seq).
+		Msg("a deletion command carried a Nats-Rollup header, so JetStream deleted the commands queued before it: those deletions are lost unless they are sent again; find the publisher that sets the header, stop it, and have upstream re-send its recent commands")
 }
 
 // entryBudget is the most request-id bytes one batch may carry, so that its members

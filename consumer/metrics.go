@@ -27,6 +27,7 @@ type metrics struct {
 	deadlineDue     *prometheus.GaugeVec // within: 24h, 7d
 	deadlineBreach  prometheus.Gauge
 	completedLate   prometheus.Counter
+	rollups         prometheus.Counter
 	tickDuration    prometheus.Histogram
 }
 
@@ -106,13 +107,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "heapdel_deadline_completed_late_total",
 			Help: "Deletions that completed after their legal deadline.",
 		}),
+		rollups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "heapdel_commands_rollup_total",
+			Help: "Commands that arrived with a Nats-Rollup header: JetStream deleted the commands queued before each of them on its subject (or in the whole stream), so deletions may have been lost.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commands, m.statusEvents, m.jobsPending, m.oldestPending,
 		m.duration, m.batches, m.heapFailures, m.credsRejected, m.rechecks, m.ticks, m.ready, m.backlog,
-		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate, m.tickDuration} {
+		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate, m.tickDuration, m.rollups} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

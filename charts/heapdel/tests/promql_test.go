@@ -195,6 +195,7 @@ func TestAlerts(t *testing.T) {
 		"HeapdelDeletionsDueWithin24h":   "heapdel_deadline_pending_due",
 		"HeapdelDeadlineBreached":        "heapdel_deadline_pending_breached",
 		"HeapdelInvalidCommands":         "heapdel_commands_total",
+		"HeapdelCommandsRolledUp":        "heapdel_commands_rollup_total",
 		"HeapdelCommandBacklogGrowing":   "heapdel_commands_backlog",
 	} {
 		names, ok := alerts[alert]
