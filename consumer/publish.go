@@ -20,6 +20,35 @@ const eventWindow = 512
 // writeWindow is the same bound for a batch's job-store writes.
 const writeWindow = 512
 
+// window bounds a batch's asynchronous writes: it holds up to writeWindow of them
+// and, when full, hands the older half to settle (which awaits each), so a
+// 10,000-command batch never holds all its writes at once. drain settles the rest.
+type window[T any] struct {
+	inflight []T
+	settle   func(T)
+}
+
+func newWindow[T any](n int, settle func(T)) *window[T] {
+	return &window[T]{inflight: make([]T, 0, min(n, writeWindow)), settle: settle}
+}
+
+func (w *window[T]) add(v T) {
+	w.inflight = append(w.inflight, v)
+	if len(w.inflight) == writeWindow {
+		for _, x := range w.inflight[:writeWindow/2] {
+			w.settle(x)
+		}
+		w.inflight = w.inflight[:copy(w.inflight, w.inflight[writeWindow/2:])]
+	}
+}
+
+func (w *window[T]) drain() {
+	for _, x := range w.inflight {
+		w.settle(x)
+	}
+	w.inflight = w.inflight[:0]
+}
+
 // publishes gathers the asynchronous publishes of status events made while handling
 // one batch, so they travel together and are awaited together.
 type publishes struct {

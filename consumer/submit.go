@@ -93,10 +93,9 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 		c claim
 		f jetstream.PubAckFuture
 	}
-	inflight := make([]pending, 0, min(len(valid), writeWindow))
 	claims = make([]claim, 0, len(valid))
 	var rel releases
-	settle := func(p pending) {
+	writes := newWindow(len(valid), func(p pending) {
 		ack, err := awaitAck(ctx, p.f)
 		switch {
 		case err == nil:
@@ -116,7 +115,7 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 		default:
 			rel.add(s, p.c.it, err)
 		}
-	}
+	})
 	for _, it := range valid {
 		j := s.newJob(it, 1, now)
 		val, _ := json.Marshal(&j)
@@ -125,19 +124,9 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 			rel.add(s, it, err)
 			continue
 		}
-		inflight = append(inflight, pending{claim{it: it, job: j}, f})
-		if len(inflight) == writeWindow {
-			// Wait for the older half, so a 10,000-command batch never holds all
-			// its writes at once.
-			for _, p := range inflight[:writeWindow/2] {
-				settle(p)
-			}
-			inflight = inflight[:copy(inflight, inflight[writeWindow/2:])]
-		}
+		writes.add(pending{claim{it: it, job: j}, f})
 	}
-	for _, p := range inflight {
-		settle(p)
-	}
+	writes.drain()
 	rel.log(s)
 	return claims, settled
 }
@@ -358,7 +347,7 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		i int
 		f jetstream.PubAckFuture
 	}
-	inflight := make([]write, 0, min(len(claims), writeWindow))
+	writes := newWindow(len(claims), func(w write) { settle(w.i, w.f) })
 	for i := range claims {
 		j := &claims[i].job
 		j.HeapDeletionRequestID = heapID
@@ -378,17 +367,9 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 			rel.add(s, claims[i].it, err)
 			continue
 		}
-		inflight = append(inflight, write{i, f})
-		if len(inflight) == writeWindow {
-			for _, w := range inflight[:writeWindow/2] {
-				settle(w.i, w.f)
-			}
-			inflight = inflight[:copy(inflight, inflight[writeWindow/2:])]
-		}
+		writes.add(write{i, f})
 	}
-	for _, w := range inflight {
-		settle(w.i, w.f)
-	}
+	writes.drain()
 	if err := pubs.await(ctx, s); err != nil {
 		s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("status events not stored; commands will be redelivered")
 		s.release(ack)

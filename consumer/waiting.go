@@ -52,17 +52,13 @@ func (it item) mayWait() bool { return it.delivered > 1 && !it.cmd.Deadline.IsZe
 // gets the redelivery) comes after them. A write that fails is logged; the command is
 // nak'd all the same and its next failure writes the entry again.
 func (s *Service) markWaiting(ctx context.Context, claims []claim, delays []time.Duration) {
-	var futures []jetstream.PubAckFuture
 	var errs error
 	n := 0
-	await := func() {
-		for _, f := range futures {
-			if _, err := awaitAck(ctx, f); err != nil {
-				errs = errors.Join(errs, err)
-			}
+	writes := newWindow(len(claims), func(f jetstream.PubAckFuture) {
+		if _, err := awaitAck(ctx, f); err != nil {
+			errs = errors.Join(errs, err)
 		}
-		futures = futures[:0]
-	}
+	})
 	for i, c := range claims {
 		if c.job.Deadline.IsZero() {
 			continue
@@ -74,12 +70,9 @@ func (s *Service) markWaiting(ctx context.Context, claims []claim, delays []time
 			errs = errors.Join(errs, err)
 			continue
 		}
-		futures = append(futures, f)
-		if len(futures) == writeWindow {
-			await()
-		}
+		writes.add(f)
 	}
-	await()
+	writes.drain()
 	if errs != nil {
 		s.log.Warn().Err(errs).Int("commands", n).Msg("recording commands waiting for Heap; the deadline gauges may miss them until their next try")
 	}
@@ -90,48 +83,36 @@ func (s *Service) markWaiting(ctx context.Context, claims []claim, delays []time
 // alone, and its TTL removes it; holding the command back instead would have it
 // redelivered and purged again in a loop for as long as the bucket refuses writes.
 func (s *Service) purgeWaiting(ctx context.Context, requestIDs []string) {
-	if failed, err := s.clearWaiting(ctx, requestIDs); err != nil {
-		s.log.Warn().Err(err).Int("commands", len(failed)).
-			Msg("waiting entries not purged: the deadline gauges count them until they expire")
+	var first error
+	failed := 0
+	fail := func(id string, err error) {
+		if first == nil {
+			first = fmt.Errorf("purge waiting entry of %s: %w", id, err)
+		}
+		failed++
 	}
-}
-
-// clearWaiting purges the waiting entries of requestIDs and returns those whose purge
-// JetStream did not confirm, with the first error.
-func (s *Service) clearWaiting(ctx context.Context, requestIDs []string) (failed map[string]bool, err error) {
 	type purge struct {
 		id string
 		f  jetstream.PubAckFuture
 	}
-	var inflight []purge
-	fail := func(id string, e error) {
-		if failed == nil {
-			failed = map[string]bool{}
-			err = fmt.Errorf("purge waiting entry of %s: %w", id, e)
+	writes := newWindow(len(requestIDs), func(p purge) {
+		if _, err := awaitAck(ctx, p.f); err != nil {
+			fail(p.id, err)
 		}
-		failed[id] = true
-	}
-	await := func() {
-		for _, p := range inflight {
-			if _, e := awaitAck(ctx, p.f); e != nil {
-				fail(p.id, e)
-			}
-		}
-		inflight = inflight[:0]
-	}
+	})
 	for _, id := range requestIDs {
-		f, e := s.writeRequestBucket(waitingKey(id), nil, true, markerTTL)
-		if e != nil {
-			fail(id, e)
+		f, err := s.writeRequestBucket(waitingKey(id), nil, true, markerTTL)
+		if err != nil {
+			fail(id, err)
 			continue
 		}
-		inflight = append(inflight, purge{id, f})
-		if len(inflight) == writeWindow {
-			await()
-		}
+		writes.add(purge{id, f})
 	}
-	await()
-	return failed, err
+	writes.drain()
+	if first != nil {
+		s.log.Warn().Err(first).Int("commands", failed).
+			Msg("waiting entries not purged: the deadline gauges count them until they expire")
+	}
 }
 
 // writeRequestBucket puts value under key in the request bucket, or purges key, with
