@@ -48,9 +48,12 @@ type request struct {
 // before sending anything. It retries 429, 5xx, network errors, timeouts and
 // malformed answers within ctx and the retry budget, then returns a
 // [*RetryableError] (errors.Is(err, ErrRetryable)). An error wrapping
-// [ErrRejected] is permanent: Heap refused the batch (its message, with every
-// identity and user id redacted, is in the error). [ErrUnauthorized] means the
-// credentials are rejected. When ctx ends, the error wraps ctx's error.
+// [ErrRejected] is permanent: Heap refused these users (400, 413 or 422; its
+// message, with every identity and user id redacted, is in the error).
+// [ErrUnauthorized] means the credentials are rejected, [ErrMisconfigured] that
+// the answer came from something other than Heap's deletion logic (a redirect,
+// a proxy, a wrong base URL): neither says anything about the users. When ctx
+// ends, the error wraps ctx's error.
 func (c *Client) Submit(ctx context.Context, users []User) (string, error) {
 	if len(users) == 0 || len(users) > MaxUsers {
 		return "", errorf(epDeletion, "%d users: %w", len(users), ErrBatchSize)
@@ -143,7 +146,8 @@ func (c *Client) Status(ctx context.Context, deletionRequestID string) (Status, 
 // CheckCredentials fetches a fresh token, deleting nothing, to prove that the app
 // id and API key work. [ErrUnauthorized] means Heap rejected them; a
 // [*RetryableError] means Heap could not be asked; an error wrapping
-// [ErrRejected] means Heap refused the request otherwise (e.g. a wrong base URL).
+// [ErrMisconfigured] means something refused the request otherwise (a wrong
+// base URL, a redirect, a proxy).
 func (c *Client) CheckCredentials(ctx context.Context) error {
 	return c.call(ctx, request{endpoint: epAuth})
 }

@@ -72,7 +72,10 @@ type callCase struct {
 }
 
 func TestCalls(t *testing.T) {
-	all := []error{ErrUnauthorized, ErrNotFound, ErrRejected, ErrRetryable, ErrBatchSize, context.Canceled, context.DeadlineExceeded}
+	all := []error{ErrUnauthorized, ErrNotFound, ErrRejected, ErrMisconfigured, ErrRetryable, ErrBatchSize, context.Canceled, context.DeadlineExceeded}
+	fault := func(endpoint string, code int) []heaptest.Fault {
+		return []heaptest.Fault{{Endpoint: endpoint, Status: code}}
+	}
 	tests := []callCase{
 		{name: "submit ok", call: "submit", wantReqs: map[string]int{epAuth: 1, epDeletion: 1}},
 		{name: "status pending", call: "status", sim: heaptest.Options{CompleteAfter: time.Hour}, wantResult: "pending",
@@ -103,6 +106,48 @@ func TestCalls(t *testing.T) {
 			wantErr: []error{ErrRejected}, wantText: []string{"422", "nope"}},
 		{name: "404 on user_deletion", call: "submit", override: answerOn(epDeletion, 404, `not found`),
 			wantErr: []error{ErrMisconfigured}, wantNot: []error{ErrNotFound, ErrRejected}},
+		{name: "413", call: "submit", script: fault("user_deletion", 413),
+			wantErr: []error{ErrRejected}, wantText: []string{"413"}, wantReqs: map[string]int{epDeletion: 1}},
+		// Answers about heapdel's setup, not about the users: never ErrRejected.
+		{name: "301 from a wrong base URL, not followed", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 301, Location: "/api/public/v0/user_deletion"}},
+			wantErr: []error{ErrMisconfigured}, wantText: []string{"HTTP 301", "not followed"}, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "308 on user_deletion, not followed", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 308, Location: "/api/public/v0/user_deletion"}},
+			wantErr: []error{ErrMisconfigured}, wantText: []string{"HTTP 308"}, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "302 on auth_token, not followed", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "auth_token", Status: 302, Location: "/api/public/v0/auth_token"}},
+			wantErr: []error{ErrMisconfigured}, wantReqs: map[string]int{epAuth: 1, epDeletion: 0}},
+		{name: "407 from a proxy on user_deletion", call: "submit", script: fault("user_deletion", 407),
+			wantErr: []error{ErrMisconfigured}, wantText: []string{"HTTP 407"}, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "407 from a proxy on auth_token", call: "submit", script: fault("auth_token", 407),
+			wantErr: []error{ErrMisconfigured}, wantReqs: map[string]int{epAuth: 1, epDeletion: 0}},
+		{name: "402 on user_deletion", call: "submit", script: fault("user_deletion", 402), wantErr: []error{ErrMisconfigured}},
+		{name: "409 on user_deletion", call: "submit", script: fault("user_deletion", 409), wantErr: []error{ErrMisconfigured}},
+		{name: "410 on user_deletion", call: "submit", script: fault("user_deletion", 410), wantErr: []error{ErrMisconfigured}},
+		{name: "411 on user_deletion", call: "submit", script: fault("user_deletion", 411), wantErr: []error{ErrMisconfigured}},
+		{name: "415 on user_deletion", call: "submit", script: fault("user_deletion", 415), wantErr: []error{ErrMisconfigured}},
+		{name: "418 on user_deletion", call: "submit", script: fault("user_deletion", 418), wantErr: []error{ErrMisconfigured}},
+		{name: "400 on auth_token", call: "submit", script: fault("auth_token", 400),
+			wantErr: []error{ErrMisconfigured}, wantReqs: map[string]int{epAuth: 1, epDeletion: 0}},
+		{name: "403 on auth_token", call: "check", script: fault("auth_token", 403), wantErr: []error{ErrMisconfigured}},
+		{name: "422 on auth_token", call: "check", script: fault("auth_token", 422), wantErr: []error{ErrMisconfigured}},
+		{name: "400 on deletion_status", call: "status", script: fault("deletion_status", 400), wantErr: []error{ErrMisconfigured}},
+		{name: "410 on deletion_status", call: "status", script: fault("deletion_status", 410), wantErr: []error{ErrMisconfigured}},
+		// A 404 is ErrNotFound only from deletion_status, with a token Heap took.
+		{name: "status: 404 on auth_token", call: "status", statusID: uuid.NewString(), script: fault("auth_token", 404),
+			wantErr: []error{ErrMisconfigured}, wantReqs: map[string]int{epAuth: 1, epStatus: 0}},
+		{name: "status: 401 on auth_token", call: "status", statusID: uuid.NewString(), script: fault("auth_token", 401),
+			wantErr: []error{ErrUnauthorized}, wantReqs: map[string]int{epAuth: 1, epStatus: 0}},
+		{name: "status: token refused, then the refresh answers 404", call: "status",
+			script:  []heaptest.Fault{{Endpoint: "deletion_status", Status: 401, Count: 1}, {Endpoint: "auth_token", Status: 404}},
+			wantErr: []error{ErrMisconfigured}, wantReqs: map[string]int{epAuth: 2, epStatus: 1}},
+		{name: "status: token refused, then the refresh is refused", call: "status",
+			script:  []heaptest.Fault{{Endpoint: "deletion_status", Status: 401, Count: 1}, {Endpoint: "auth_token", Status: 401}},
+			wantErr: []error{ErrUnauthorized}, wantReqs: map[string]int{epAuth: 2, epStatus: 1}},
+		{name: "status: token refused, refreshed, then 404", call: "status",
+			script:  []heaptest.Fault{{Endpoint: "deletion_status", Status: 401, Count: 1}, {Endpoint: "deletion_status", Status: 404}},
+			wantErr: []error{ErrNotFound}, wantReqs: map[string]int{epAuth: 2, epStatus: 2}},
 		{name: "429 storm", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429}},
 			wantErr: []error{ErrRetryable}, wantCode: 429, wantReqs: map[string]int{epDeletion: 6}},
 		{name: "429 twice then ok", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, Count: 2}},

@@ -23,13 +23,18 @@
 //
 //   - [ErrBatchSize]: Submit got zero or more than [MaxUsers] users; nothing was sent.
 //   - [ErrUnauthorized]: Heap rejected the app id or API key. Fix the credentials.
-//   - [ErrNotFound]: deletion_status answered 404 for this id.
-//   - [ErrMisconfigured]: a 403, a 405, or a 404 outside deletion_status: the
-//     request did not reach Heap's deletion logic (wrong base URL, a proxy). It
-//     says nothing about the users; fix the setting.
-//   - [ErrRejected]: Heap refused the request permanently (another 4xx); the
-//     error carries Heap's message, sanitised. Resending it unchanged will fail
-//     again.
+//   - [ErrNotFound]: deletion_status answered 404 for this id, with a token Heap
+//     had accepted. A 404 from auth_token, or a failed token fetch, never is.
+//   - [ErrRejected]: user_deletion answered 400, 413 or 422, the only answers
+//     about the submitted users (heap-api.md's undocumented candidates for a bad
+//     body, too many users, a malformed user); the error carries Heap's message,
+//     sanitised. Resending the same users will fail again.
+//   - [ErrMisconfigured]: any other answer that is neither success, retryable,
+//     401 nor that 404: a redirect (never followed), 402, 403, 405, 407, 409,
+//     410, 411, 415 or another 4xx, and any non-2xx from auth_token other than
+//     401, 408, 429 and 5xx. The request did not reach Heap's deletion logic
+//     (wrong base URL, a proxy, a firewall). It says nothing about the users:
+//     wait, loudly, and fix the setting; never fail users for it.
 //   - [ErrRetryable], as a [*RetryableError]: 429, 408, 5xx, a connection error,
 //     a per-attempt timeout or a malformed 2xx answer persisted through
 //     Config.MaxRetries retries or Config.RetryBudget. Try again later, no sooner

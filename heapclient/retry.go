@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -19,17 +20,27 @@ var (
 	// a 401 with a token fetched moments before. Retrying will not help until the
 	// app id or API key is fixed.
 	ErrUnauthorized = errors.New("heap rejected the credentials")
-	// ErrNotFound means deletion_status answered 404: Heap knows no such deletion
-	// request for this app.
+	// ErrNotFound means deletion_status answered 404, with a token that
+	// auth_token had just issued or that Heap still accepts: Heap knows no such
+	// deletion request for this app. A 404 from any other endpoint, or a token
+	// fetch that failed, is never ErrNotFound.
 	ErrNotFound = errors.New("deletion request not found")
-	// ErrRejected means Heap refused the request permanently (a 4xx other than
-	// 401, 404 on deletion_status, 408 and 429). The error text carries Heap's
-	// message, with every submitted identity and user id redacted.
+	// ErrRejected means Heap refused the submitted users themselves: user_deletion
+	// answered 400, 413 or 422 (heap-api.md names these, undocumented, as Heap's
+	// answers to a bad body, too many users, an empty list or a malformed user),
+	// or Submit was given a user naming no one. Resending the same users will
+	// fail again. It is the only error that says something about the users; the
+	// error text carries Heap's message, with every submitted identity and user
+	// id, the key and the token redacted.
 	ErrRejected = errors.New("rejected by Heap")
-	// ErrMisconfigured means the request did not reach Heap's deletion logic: a 403,
-	// 405, or a 404 on auth_token or user_deletion, as a wrong HEAPDEL_HEAP_BASE_URL,
-	// a proxy or a firewall gives. It says nothing about the users: fix the setting
-	// and try again. The error text carries the status code.
+	// ErrMisconfigured means the answer says nothing about the users: a redirect
+	// (3xx, never followed), 402, 403, 405, 407, 409, 410, 411, 415 or any other
+	// 4xx that is neither 401, 408, 429, a 404 on deletion_status nor a 400, 413
+	// or 422 on user_deletion, and any non-2xx from auth_token other than 401,
+	// 408, 429 and 5xx. A wrong HEAPDEL_HEAP_BASE_URL, a proxy or a firewall
+	// gives these. Fix the setting and try again, later: a caller must never
+	// fail users for it. The error text carries the status code (and, for a
+	// redirect, where it pointed).
 	ErrMisconfigured = errors.New("heap endpoint refused the request (check HEAPDEL_HEAP_BASE_URL and any proxy in between)")
 	// ErrRetryable means a transient failure (429, 5xx, a network error, a
 	// timeout, a malformed answer) outlived the retry budget: try again later.
@@ -88,8 +99,11 @@ type answer struct {
 
 // classify is the one place that decides what an HTTP answer means: nil for
 // success, a *RetryableError for what may pass (429, 408, 5xx), or a permanent
-// error wrapping ErrUnauthorized, ErrNotFound or ErrRejected. Network errors and
-// timeouts are classified where they happen, in send, as retryable too.
+// error wrapping ErrUnauthorized (401), ErrNotFound (404 on deletion_status),
+// ErrRejected (400, 413, 422 on user_deletion: an answer about the users) or
+// ErrMisconfigured (everything else: an answer about heapdel's setup, never
+// about the users). Network errors and timeouts are classified where they
+// happen, in send, as retryable too.
 func classify(endpoint string, a answer, now time.Time, red redactor) error {
 	switch c := a.code; {
 	case c >= 200 && c < 300:
@@ -106,11 +120,24 @@ func classify(endpoint string, a answer, now time.Time, red redactor) error {
 		return errorf(endpoint, "HTTP 401: %w", ErrUnauthorized)
 	case c == http.StatusNotFound && endpoint == epStatus:
 		return errorf(endpoint, "HTTP 404: %w", ErrNotFound)
-	case c == http.StatusForbidden || c == http.StatusMethodNotAllowed || c == http.StatusNotFound:
-		return errorf(endpoint, "HTTP %d: %w", c, ErrMisconfigured)
-	default:
+	case endpoint == epDeletion && (c == http.StatusBadRequest || c == http.StatusRequestEntityTooLarge ||
+		c == http.StatusUnprocessableEntity):
 		return errorf(endpoint, "HTTP %d: %w: %s", c, ErrRejected, heapMessage(a, red))
+	case c >= 300 && c < 400:
+		return errorf(endpoint, "HTTP %d, a redirect%s (not followed): %w", c, redirectTarget(a.header, red), ErrMisconfigured)
+	default:
+		return errorf(endpoint, "HTTP %d: %w: %s", c, ErrMisconfigured, heapMessage(a, red))
 	}
+}
+
+// redirectTarget names where a redirect pointed, scheme and host only (a path or
+// query could hold anything), for the operator who must fix the base URL.
+func redirectTarget(h http.Header, red redactor) string {
+	u, err := url.Parse(h.Get("Location"))
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return " to " + red.sanitize(u.Scheme+"://"+u.Host)
 }
 
 // retryAfter reads a Retry-After header, in seconds or as an HTTP date; 0 when

@@ -3,6 +3,7 @@ package heapclient
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,10 +37,42 @@ func TestClassify(t *testing.T) {
 		{epDeletion, 400, nil, `{"err":{"message":"m"}}`, ErrRejected, "", 0},
 		{epDeletion, 403, nil, "", ErrMisconfigured, "", 0},
 		{epDeletion, 413, nil, "", ErrRejected, "", 0},
-		{epDeletion, 302, nil, "", ErrRejected, "", 0},
+		{epDeletion, 422, nil, "", ErrRejected, "", 0},
+		// Only user_deletion's 400, 413 and 422 are about the users: everything
+		// else is about heapdel's setup, and must never fail a deletion.
+		{epDeletion, 301, http.Header{"Location": {"https://www.heapanalytics.com/api/public/v0/user_deletion"}}, "", ErrMisconfigured, "", 0},
+		{epDeletion, 302, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 307, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 308, nil, "", ErrMisconfigured, "", 0},
+		{epStatus, 301, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 302, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 402, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 407, nil, `{"message":"proxy authentication required"}`, ErrMisconfigured, "", 0},
+		{epDeletion, 409, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 410, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 411, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 415, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 418, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 451, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 499, nil, "", ErrMisconfigured, "", 0},
+		{epDeletion, 100, nil, "", ErrMisconfigured, "", 0},
+		{epStatus, 400, nil, "", ErrMisconfigured, "", 0},
+		{epStatus, 403, nil, "", ErrMisconfigured, "", 0},
+		{epStatus, 407, nil, "", ErrMisconfigured, "", 0},
+		{epStatus, 410, nil, "", ErrMisconfigured, "", 0},
+		{epStatus, 422, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 400, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 403, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 405, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 407, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 413, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 422, nil, "", ErrMisconfigured, "", 0},
+		{epAuth, 408, nil, "", ErrRetryable, reasonTimeout, 0},
+		{epAuth, 429, nil, "", ErrRetryable, reasonRateLimited, 0},
+		{epAuth, 502, nil, "", ErrRetryable, reasonServerError, 0},
 	}
 	for _, tt := range tests {
-		t.Run(tt.endpoint+"/"+http.StatusText(tt.code), func(t *testing.T) {
+		t.Run(tt.endpoint+"/"+strconv.Itoa(tt.code)+"_"+http.StatusText(tt.code), func(t *testing.T) {
 			err := classify(tt.endpoint, answer{code: tt.code, header: tt.header, body: []byte(tt.body)}, now, redactor{})
 			if tt.want == nil {
 				if err != nil {
@@ -49,6 +82,14 @@ func TestClassify(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			for _, other := range []error{ErrRetryable, ErrUnauthorized, ErrNotFound, ErrRejected, ErrMisconfigured} {
+				if other != tt.want && errors.Is(err, other) {
+					t.Errorf("%v is also %v", err, other)
+				}
+			}
+			if tt.want == ErrMisconfigured && !strings.Contains(err.Error(), "HTTP "+strconv.Itoa(tt.code)) {
+				t.Errorf("error %q does not name the status code", err)
 			}
 			if !strings.HasPrefix(err.Error(), "heap "+tt.endpoint+": ") {
 				t.Errorf("error %q does not name the endpoint", err)
@@ -60,6 +101,18 @@ func TestClassify(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestClassifyRedirectTarget(t *testing.T) {
+	red := redactor{secrets: []string{"tok-SECRET"}}
+	h := http.Header{"Location": {"https://www.heapanalytics.com/api/public/v0/user_deletion?token=tok-SECRET"}}
+	err := classify(epDeletion, answer{code: 301, header: h}, time.Now(), red)
+	if !errors.Is(err, ErrMisconfigured) || !strings.Contains(err.Error(), "to https://www.heapanalytics.com (not followed)") {
+		t.Errorf("got %v, want ErrMisconfigured naming the redirect's host", err)
+	}
+	if strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "user_deletion?") {
+		t.Errorf("error %q shows more than the redirect's host", err)
 	}
 }
 

@@ -51,9 +51,13 @@
 // [Sim.Script] appends [Fault] stages that apply one after another: each stage
 // applies to the requests that match its Endpoint until it has seen Count of them
 // or For has passed since it began, then the next stage begins. A stage can add
-// latency, answer a status (429, 5xx, ...) with an optional Retry-After, or drop
-// the connection without answering; Rate hits only a seeded-random fraction of
-// the matching requests.
+// latency, answer a status (429, 5xx, a 301 with a Location, a proxy's 407, ...)
+// with an optional Retry-After, or drop the connection without answering; Rate
+// hits only a seeded-random fraction of the matching requests. A stage's Body
+// replaces the answer's body: with a status, as the whole answer; without one,
+// the request is handled as usual (a user_deletion is accepted and recorded)
+// and only the body the client reads is replaced, as when Heap accepted the
+// users but the client cannot read the deletion request id.
 //
 // The simulator is safe for concurrent use; its lock is held only briefly and
 // never while reading a request body or sleeping.

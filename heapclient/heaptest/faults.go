@@ -4,19 +4,32 @@ import "time"
 
 // Fault is one scripted stage of misbehaviour. While it is the current stage, it
 // applies to the requests that match Endpoint: it waits Latency, then drops the
-// connection (Drop), or answers Status with an {"err":{"message":...}} body and
-// the Retry-After header if set, or, with Status 0, answers normally. Drop
-// panics with http.ErrAbortHandler, which net/http servers turn into a closed
+// connection (Drop), or answers Status with an {"err":{"message":...}} body (or
+// Body) and the Retry-After and Location headers if set, or, with Status 0,
+// answers normally (with Body instead of the real body if set). Drop panics
+// with http.ErrAbortHandler, which net/http servers turn into a closed
 // connection; call ServeHTTP directly only with stages that do not drop.
+//
+// None of these is documented Heap behaviour: they stand for what a proxy, a
+// wrong base URL or an unexpected change at Heap could send (a 301 or 407, a
+// 2xx whose body lacks the documented fields), so that clients can prove they
+// never take such an answer for a verdict on the users.
 type Fault struct {
 	Endpoint   string        // "auth_token", "user_deletion", "deletion_status"; "" = every endpoint
-	Status     int           // e.g. 429, 503; 0 = answer normally (latency only)
+	Status     int           // e.g. 429, 503, 301, 407; 0 = answer normally (latency, Body only)
 	RetryAfter string        // Retry-After header value if non-empty
+	Location   string        // Location header value if non-empty, e.g. with Status 301
 	Latency    time.Duration // added before answering
 	Drop       bool          // close the connection without answering
 	Count      int           // this stage ends after Count matching requests (0 = no count limit)
 	For        time.Duration // this stage ends this long after it starts (0 = no time limit)
 	Rate       float64       // fraction of matching requests hit (0 = all), drawn from Options.Seed
+	// Body, if non-empty, is the answer's body (Content-Type application/json),
+	// sent as is. With Status 0 the request is still handled normally (a
+	// user_deletion is accepted and recorded, as Submissions shows) and only its
+	// answer's body is replaced: Heap accepted the users but the client cannot
+	// read the deletion request id.
+	Body string
 }
 
 // stage is a Fault in the script, with its progress.

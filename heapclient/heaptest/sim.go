@@ -172,8 +172,18 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if f.RetryAfter != "" {
 				w.Header().Set("Retry-After", f.RetryAfter)
 			}
-			writeError(w, f.Status, http.StatusText(f.Status))
+			if f.Location != "" {
+				w.Header().Set("Location", f.Location)
+			}
+			if f.Body != "" {
+				writeJSON(w, f.Status, f.Body)
+			} else {
+				writeError(w, f.Status, http.StatusText(f.Status))
+			}
 			return
+		}
+		if f.Body != "" {
+			w = &bodyReplacer{ResponseWriter: w, body: f.Body}
 		}
 	}
 	switch ep {
@@ -186,6 +196,29 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, http.StatusNotFound, "not found")
 	}
+}
+
+// bodyReplacer answers with the status and headers the handler chose, but with
+// body instead of the handler's own.
+type bodyReplacer struct {
+	http.ResponseWriter
+	body  string
+	wrote bool
+}
+
+func (b *bodyReplacer) WriteHeader(code int) {
+	if b.wrote {
+		return
+	}
+	b.wrote = true
+	b.Header().Set("Content-Length", strconv.Itoa(len(b.body)))
+	b.ResponseWriter.WriteHeader(code)
+	io.WriteString(b.ResponseWriter, b.body)
+}
+
+func (b *bodyReplacer) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return len(p), nil // the handler's body is dropped
 }
 
 func route(path string) (endpoint, id string) {

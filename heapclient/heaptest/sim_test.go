@@ -409,6 +409,43 @@ func TestFaultScript(t *testing.T) {
 	})
 }
 
+func TestFaultLocationAndBody(t *testing.T) {
+	sim := heaptest.New(heaptest.Options{})
+	tok := token(t, sim, "sim-app", "sim-key")
+	submit := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/api/public/v0/user_deletion", strings.NewReader(`{"users":[{"user_id":1}]}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		sim.ServeHTTP(w, r)
+		return w
+	}
+
+	sim.Script(heaptest.Fault{Endpoint: "user_deletion", Status: 301, Location: "https://elsewhere.example/x", Count: 1})
+	if w := submit(); w.Code != 301 || w.Header().Get("Location") != "https://elsewhere.example/x" {
+		t.Errorf("redirect fault: got %d Location %q", w.Code, w.Header().Get("Location"))
+	}
+	sim.Script(heaptest.Fault{Endpoint: "user_deletion", Status: 201, Body: `{"status":"pending"}`, Count: 1})
+	if w := submit(); w.Code != 201 || w.Body.String() != `{"status":"pending"}` {
+		t.Errorf("2xx fault with a body: got %d %q", w.Code, w.Body.String())
+	}
+	if n := len(sim.Submissions()); n != 0 {
+		t.Errorf("a fault answered by the script recorded %d submissions", n)
+	}
+	// Status 0 with Body: handled (accepted) as usual, only the answer's body replaced.
+	sim.Script(heaptest.Fault{Endpoint: "user_deletion", Body: "<html>ok</html>", Count: 1})
+	w := submit()
+	if w.Code != 201 || w.Body.String() != "<html>ok</html>" || w.Header().Get("Content-Length") != "15" {
+		t.Errorf("accepted with a replaced body: got %d %q (Content-Length %q)", w.Code, w.Body.String(), w.Header().Get("Content-Length"))
+	}
+	if n := len(sim.Submissions()); n != 1 {
+		t.Errorf("%d submissions recorded, want 1: the users were accepted", n)
+	}
+	if w := submit(); w.Code != 201 || !strings.Contains(w.Body.String(), "deletion_request_id") {
+		t.Errorf("after the script: got %d %q", w.Code, w.Body.String())
+	}
+}
+
 func TestFaultRate(t *testing.T) {
 	run := func(seed int64) []int {
 		sim := heaptest.New(heaptest.Options{Seed: seed})
