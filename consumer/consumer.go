@@ -58,6 +58,7 @@ const (
 type Config struct {
 	Prefix          string        // subject prefix, default "heap.deletion"
 	CommandStream   string        // default derived from Prefix: HEAP_DELETION
+	ScheduleStream  string        // default HEAP_DELETION_SCHEDULE (the recheck schedule and ticks)
 	StatusStream    string        // default HEAP_DELETION_STATUS
 	JobBucket       string        // default HEAP_DELETION_JOBS
 	RequestBucket   string        // default HEAP_DELETION_REQUESTS (Heap deletion requests being followed)
@@ -100,6 +101,9 @@ func (c Config) withDefaults() Config {
 	base := StreamBase(c.Prefix)
 	if c.CommandStream == "" {
 		c.CommandStream = base
+	}
+	if c.ScheduleStream == "" {
+		c.ScheduleStream = base + "_SCHEDULE"
 	}
 	if c.StatusStream == "" {
 		c.StatusStream = base + "_STATUS"
@@ -183,7 +187,7 @@ func (c Config) Validate() error {
 	case c.Schedule != ScheduleAuto && c.Schedule != ScheduleServer && c.Schedule != ScheduleFallback:
 		return fmt.Errorf("consumer: Schedule %q is not auto, server or fallback", c.Schedule)
 	}
-	for _, n := range []string{c.CommandStream, c.StatusStream, c.JobBucket, c.RequestBucket, c.ConsumerName} {
+	for _, n := range []string{c.CommandStream, c.ScheduleStream, c.StatusStream, c.JobBucket, c.RequestBucket, c.ConsumerName} {
 		if !streamNameRE.MatchString(n) {
 			return fmt.Errorf("consumer: name %q may hold only letters, digits, '_' and '-'", n)
 		}
@@ -207,9 +211,10 @@ func (c Config) Resources() []Resource {
 	c = c.withDefaults()
 	return []Resource{
 		{Kind: "stream", Name: c.CommandStream},
+		{Kind: "stream", Name: c.ScheduleStream},
 		{Kind: "stream", Name: c.StatusStream},
 		{Kind: "consumer", Name: c.ConsumerName, Stream: c.CommandStream},
-		{Kind: "consumer", Name: c.recheckConsumer(), Stream: c.CommandStream},
+		{Kind: "consumer", Name: c.recheckConsumer(), Stream: c.ScheduleStream},
 		{Kind: "key-value bucket", Name: c.JobBucket},
 		{Kind: "key-value bucket", Name: c.RequestBucket},
 	}

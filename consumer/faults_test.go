@@ -264,7 +264,7 @@ func TestFallbackTicks(t *testing.T) {
 	e.publish(false, cmds...)
 	e.waitTerminal(20*time.Second, ids(cmds)...)
 	// Two replicas publish one tick per window between them.
-	st, err := e.js.Stream(context.Background(), "HEAP_DELETION")
+	st, err := e.js.Stream(context.Background(), "HEAP_DELETION_SCHEDULE")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,15 +4,89 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // provision creates or updates everything heapdel needs. It is idempotent and safe
-// to run from every replica at every start, and against a deployment made by an
-// earlier version.
+// to run from every replica at every start, at the same moment, against a NATS
+// cluster that is still electing its leaders, and against a deployment made by an
+// earlier version (whose command stream also carried the schedule and its ticks:
+// migrateCommandStream moves it to the current layout without losing a command).
+// Every failure is retried with backoff until ctx ends; the last one is returned.
 func (s *Service) provision(ctx context.Context) error {
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.provisionOnce(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).
+			Msg("provisioning JetStream objects failed; retrying (a NATS cluster may still be electing, or another replica is provisioning)")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// apiTimeout bounds one JetStream API call of provisioning, so that a call the
+// cluster never answers (no meta leader yet) is retried instead of using up Start.
+const apiTimeout = 5 * time.Second
+
+func (s *Service) provisionOnce(ctx context.Context) error {
+	c := s.cfg
+	call := func(f func(ctx context.Context) error) error {
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		defer cancel()
+		return f(cctx)
+	}
+	if err := s.migrateCommandStream(ctx); err != nil {
+		return fmt.Errorf("migrate stream %s: %w", c.CommandStream, err)
+	}
+	for _, sc := range s.streamConfigs() {
+		if err := call(func(ctx context.Context) error { _, err := s.js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
+			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
+	}
+	if err := s.finishMigration(ctx); err != nil {
+		return fmt.Errorf("migrate stream %s: %w", c.CommandStream, err)
+	}
+	for _, kc := range s.bucketConfigs() {
+		if err := call(func(ctx context.Context) error { _, err := s.js.CreateOrUpdateKeyValue(ctx, kc); return err }); err != nil {
+			return fmt.Errorf("provision key-value bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	for _, cc := range []struct {
+		stream string
+		cfg    jetstream.ConsumerConfig
+	}{{c.CommandStream, s.commandConsumerConfig()}, {c.ScheduleStream, s.recheckConsumerConfig()}} {
+		if err := call(func(ctx context.Context) error {
+			_, err := s.js.CreateOrUpdateConsumer(ctx, cc.stream, cc.cfg)
+			return err
+		}); err != nil {
+			return fmt.Errorf("provision consumer %s: %w", cc.cfg.Durable, err)
+		}
+	}
+	return nil
+}
+
+// streamConfigs are the three streams of SPEC.md. The command stream refuses
+// roll-ups (JetStream refuses a publisher's Nats-Rollup header at publish time, so
+// it can never delete queued commands) and message schedules; the schedule and its
+// ticks live in their own stream, which needs both and which nothing outside
+// heapdel publishes to.
+func (s *Service) streamConfigs() []jetstream.StreamConfig {
 	c := s.cfg
 	schedules := s.serverSchedules()
 	dup := 2 * time.Minute
@@ -20,16 +94,25 @@ func (s *Service) provision(ctx context.Context) error {
 		// Fallback ticks are deduplicated by Nats-Msg-Id per time window.
 		dup = c.RecheckInterval
 	}
-	streams := []jetstream.StreamConfig{{
+	return []jetstream.StreamConfig{{
 		Name:        c.CommandStream,
-		Description: "heapdel deletion commands and recheck ticks",
-		Subjects:    []string{c.requestedSubject(), c.recheckSubject(), c.scheduleSubject()},
+		Description: "heapdel deletion commands",
+		Subjects:    []string{c.requestedSubject()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  2 * time.Minute,
+		DenyDelete:  false,
+		AllowRollup: false,
+	}, {
+		Name:        c.ScheduleStream,
+		Description: "heapdel recheck schedule and ticks (internal)",
+		Subjects:    []string{c.recheckSubject(), c.scheduleSubject()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  dup,
-		// Message schedules require roll-ups (the server turns them on anyway);
-		// publishers of commands must never set Nats-Rollup.
+		// Message schedules require roll-ups (the server turns them on anyway).
 		AllowRollup: schedules,
 		// Schedules need nats-server 2.14; older servers get the fallback tick.
 		AllowMsgSchedules: schedules,
@@ -43,35 +126,168 @@ func (s *Service) provision(ctx context.Context) error {
 		MaxAge:      c.StatusMaxAge,
 		Duplicates:  2 * time.Minute,
 	}}
-	for _, sc := range streams {
-		if _, err := s.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
-		}
-	}
-	for _, kc := range []jetstream.KeyValueConfig{{
+}
+
+func (s *Service) bucketConfigs() []jetstream.KeyValueConfig {
+	c := s.cfg
+	return []jetstream.KeyValueConfig{{
 		Bucket:         c.JobBucket,
 		Description:    "heapdel job state by request id",
 		Storage:        jetstream.FileStorage,
 		Replicas:       c.Replicas,
-		LimitMarkerTTL: time.Hour, // enables per-entry TTLs: terminal jobs expire after JobRetention
+		LimitMarkerTTL: markerTTL, // enables per-entry TTLs: terminal jobs expire after JobRetention
 	}, {
 		Bucket:         c.RequestBucket,
 		Description:    "heapdel: Heap deletion requests followed until complete",
 		Storage:        jetstream.FileStorage,
 		Replicas:       c.Replicas,
-		LimitMarkerTTL: time.Hour, // purge markers of finished requests expire
-	}} {
-		if _, err := s.js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
-			return fmt.Errorf("provision key-value bucket %s: %w", kc.Bucket, err)
+		LimitMarkerTTL: markerTTL, // purge markers of finished requests expire
+	}}
+}
+
+// migrationStream is where queued commands wait while the command stream is
+// recreated. It exists only during a migration (or after a crash in one, which the
+// next start finishes).
+func (c Config) migrationStream() string  { return c.CommandStream + "_MIGRATION" }
+func (c Config) migrationSubject() string { return c.Prefix + ".migration" }
+
+// migratedSeqHeader carries a command's sequence in the stream it came from, so that
+// every copy of it during a migration has the same Nats-Msg-Id and is stored once.
+const migratedSeqHeader = "Heapdel-Migrated-Seq"
+
+// migrateCommandStream recreates a command stream made by an earlier version (it
+// carried the recheck subjects and, on nats-server 2.14+, allowed schedules and
+// roll-ups, which JetStream cannot turn off on an existing stream). It seals the
+// old stream (publishers get an error and retry; nothing can be added behind the
+// copy's back), copies every queued command to the migration stream, and deletes the
+// old stream; provisionOnce then creates the new one and finishMigration copies the
+// commands back. Each step is idempotent, so a crash or a second replica doing the
+// same at the same moment loses and doubles nothing (copies carry a Nats-Msg-Id per
+// original sequence; a command stored twice all the same is a duplicate request id,
+// which the job store absorbs).
+func (s *Service) migrateCommandStream(ctx context.Context) error {
+	c := s.cfg
+	old, err := s.js.Stream(ctx, c.CommandStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	oc := old.CachedInfo().Config
+	if !needsMigration(oc, c) {
+		return nil
+	}
+	s.log.Warn().Str("stream", c.CommandStream).Strs("subjects", oc.Subjects).Bool("allow_rollup", oc.AllowRollup).
+		Msg("command stream has the layout of an earlier heapdel (internal subjects or roll-ups allowed): recreating it, keeping every queued command; publishers get errors for a few seconds")
+	// The old recheck consumer goes first: its ticks are never needed again.
+	if err := s.js.DeleteConsumer(ctx, c.CommandStream, c.recheckConsumer()); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete old recheck consumer: %w", err)
+	}
+	if !oc.Sealed {
+		oc.Sealed = true
+		if _, err := s.js.UpdateStream(ctx, oc); err != nil {
+			return fmt.Errorf("seal old stream: %w", err)
 		}
 	}
-	if _, err := s.js.CreateOrUpdateConsumer(ctx, c.CommandStream, s.commandConsumerConfig()); err != nil {
-		return fmt.Errorf("provision consumer %s: %w", c.ConsumerName, err)
+	if _, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.migrationStream(),
+		Description: "heapdel: commands being moved to a recreated command stream",
+		Subjects:    []string{c.migrationSubject()},
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  time.Hour,
+	}); err != nil {
+		return fmt.Errorf("create %s: %w", c.migrationStream(), err)
 	}
-	if _, err := s.js.CreateOrUpdateConsumer(ctx, c.CommandStream, s.recheckConsumerConfig()); err != nil {
-		return fmt.Errorf("provision consumer %s: %w", c.recheckConsumer(), err)
+	n, err := s.copyCommands(ctx, c.CommandStream, c.migrationSubject(), func(m *jetstream.RawStreamMsg) bool {
+		return m.Subject == c.requestedSubject()
+	})
+	if err != nil {
+		return fmt.Errorf("copy queued commands to %s: %w", c.migrationStream(), err)
 	}
+	if err := s.js.DeleteStream(ctx, c.CommandStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete old stream: %w", err)
+	}
+	s.log.Info().Int("commands", n).Str("stream", c.migrationStream()).Msg("queued commands kept aside while the command stream is recreated")
 	return nil
+}
+
+func needsMigration(have jetstream.StreamConfig, c Config) bool {
+	return have.AllowRollup || have.AllowMsgSchedules || have.Sealed || !slices.Equal(have.Subjects, []string{c.requestedSubject()})
+}
+
+// finishMigration copies the commands kept aside back into the (new) command stream
+// and deletes the migration stream. It does nothing when there is none.
+func (s *Service) finishMigration(ctx context.Context) error {
+	c := s.cfg
+	if _, err := s.js.Stream(ctx, c.migrationStream()); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	n, err := s.copyCommands(ctx, c.migrationStream(), c.requestedSubject(), func(*jetstream.RawStreamMsg) bool { return true })
+	if err != nil {
+		return fmt.Errorf("copy commands back from %s: %w", c.migrationStream(), err)
+	}
+	if err := s.js.DeleteStream(ctx, c.migrationStream()); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete %s: %w", c.migrationStream(), err)
+	}
+	s.log.Warn().Int("commands", n).Str("stream", c.CommandStream).Msg("command stream migrated to the current layout: roll-ups refused, recheck schedule in its own stream")
+	return nil
+}
+
+// copyCommands publishes every message of stream that keep accepts to subject,
+// with its headers and data (JetStream's own Nats-* headers dropped) and a
+// Nats-Msg-Id per original sequence, and waits until all are stored.
+func (s *Service) copyCommands(ctx context.Context, stream, subject string, keep func(*jetstream.RawStreamMsg) bool) (int, error) {
+	st, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var werr error
+	writes := newWindow(int(min(info.State.Msgs, writeWindow)), func(f jetstream.PubAckFuture) {
+		if _, err := awaitAck(ctx, f); err != nil {
+			werr = errors.Join(werr, err)
+		}
+	})
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("read message %d: %w", seq, err)
+		}
+		if !keep(m) {
+			continue
+		}
+		orig := m.Header.Get(migratedSeqHeader)
+		if orig == "" {
+			orig = strconv.FormatUint(seq, 10)
+		}
+		out := nats.NewMsg(subject)
+		for k, v := range m.Header {
+			if !strings.HasPrefix(k, "Nats-") {
+				out.Header[k] = v
+			}
+		}
+		out.Header.Set(migratedSeqHeader, orig)
+		out.Data = m.Data
+		f, err := s.js.PublishMsgAsync(out, jetstream.WithMsgID("heapdel-migrate-"+stream+"-"+orig))
+		if err != nil {
+			return n, err
+		}
+		writes.add(f)
+		n++
+	}
+	writes.drain()
+	return n, werr
 }
 
 func (s *Service) commandConsumerConfig() jetstream.ConsumerConfig {
@@ -99,11 +315,19 @@ func (s *Service) recheckConsumerConfig() jetstream.ConsumerConfig {
 		Description:   "heapdel recheck ticks: one replica at a time",
 		FilterSubject: s.cfg.recheckSubject(),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.cfg.RecheckInterval + 30*time.Second,
+		AckWait:       tickAckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 1, // one tick at a time across all replicas: checks never double
 	}
 }
+
+// tickAckWait is how long a tick stays with one replica without a sign of life; the
+// replica working on it says "in progress" every tickKeepAlive for as long as it
+// works, so only a crashed replica's tick goes to another.
+const (
+	tickAckWait   = time.Minute
+	tickKeepAlive = 15 * time.Second
+)
 
 // bind looks up the buckets and consumers, with an error that says how to fix a
 // locked-down account where provisioning is off.
@@ -119,9 +343,12 @@ func (s *Service) bind(ctx context.Context) error {
 	if s.requests, err = s.js.KeyValue(ctx, s.cfg.RequestBucket); err != nil {
 		return fmt.Errorf("key-value bucket %s: %w%s", s.cfg.RequestBucket, err, hint)
 	}
-	for _, name := range []string{s.cfg.ConsumerName, s.cfg.recheckConsumer()} {
-		if _, err := s.js.Consumer(ctx, s.cfg.CommandStream, name); err != nil {
-			return fmt.Errorf("consumer %s on stream %s: %w%s", name, s.cfg.CommandStream, err, hint)
+	for _, r := range s.cfg.Resources() {
+		if r.Kind != "consumer" {
+			continue
+		}
+		if _, err := s.js.Consumer(ctx, r.Stream, r.Name); err != nil {
+			return fmt.Errorf("consumer %s on stream %s: %w%s", r.Name, r.Stream, err, hint)
 		}
 	}
 	if _, err := s.js.Stream(ctx, s.cfg.StatusStream); err != nil {
@@ -145,7 +372,7 @@ func (s *Service) startConsumers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", s.cfg.ConsumerName, err)
 	}
-	rcons, err := s.js.Consumer(ctx, s.cfg.CommandStream, s.cfg.recheckConsumer())
+	rcons, err := s.js.Consumer(ctx, s.cfg.ScheduleStream, s.cfg.recheckConsumer())
 	if err != nil {
 		cc.Stop()
 		return fmt.Errorf("consumer %s: %w", s.cfg.recheckConsumer(), err)

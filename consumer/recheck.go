@@ -569,7 +569,7 @@ func (s *Service) startSchedule(ctx, runCtx context.Context) error {
 // followed to complete.
 func (s *Service) verifySchedule(ctx context.Context) {
 	want := SchedulePattern(s.cfg.RecheckInterval)
-	stream, err := s.js.Stream(ctx, s.cfg.CommandStream)
+	stream, err := s.js.Stream(ctx, s.cfg.ScheduleStream)
 	if err != nil {
 		return
 	}
@@ -588,9 +588,9 @@ func (s *Service) verifySchedule(ctx context.Context) {
 // a changed interval replaces the old schedule (roll-up on the schedule subject).
 func (s *Service) ensureSchedule(ctx context.Context) error {
 	pattern := SchedulePattern(s.cfg.RecheckInterval)
-	stream, err := s.js.Stream(ctx, s.cfg.CommandStream)
+	stream, err := s.js.Stream(ctx, s.cfg.ScheduleStream)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", s.cfg.CommandStream, err)
+		return fmt.Errorf("stream %s: %w", s.cfg.ScheduleStream, err)
 	}
 	if last, err := stream.GetLastMsgForSubject(ctx, s.cfg.scheduleSubject()); err == nil {
 		if last.Header.Get("Nats-Schedule") == pattern && last.Header.Get("Nats-Schedule-Target") == s.cfg.recheckSubject() {

@@ -1,62 +1,120 @@
 package consumer_test
 
 import (
-	"fmt"
-	"strings"
+	"context"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heapdel/heapdel/events"
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 )
 
-// The command stream must allow roll-ups (message schedules require it), so a
-// publisher that sets Nats-Rollup deletes the commands queued before its own. heapdel
-// cannot undo that; it must say so loudly and count it.
-func TestRollupIsReported(t *testing.T) {
+// A publisher's Nats-Rollup header used to delete queued commands (and the recheck
+// schedule, so nothing was rechecked until a restart). The command stream now
+// refuses roll-ups: JetStream rejects such a publish, nothing queued is lost, and
+// the schedule lives in its own stream.
+func TestRollupIsRefused(t *testing.T) {
 	e := newEnv(t, heaptest.Options{}, nil)
 	stop(t, e.replica(nil)) // provisions the streams, then nobody consumes
 
 	queued := identityCmds("queued", 5)
 	e.publish(false, queued...)
-	m, err := events.NewCommandMsg(prefixOf(e.cfg)+".requested", events.Command{RequestID: "rollup-1", Identity: "secret.rollup@example.com"}, false)
+	for _, scope := range []string{nats.MsgRollupSubject, nats.MsgRollupAll} {
+		m, err := events.NewCommandMsg(prefixOf(e.cfg)+".requested", events.Command{RequestID: "rollup-" + scope, Identity: "secret.rollup@example.com"}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Header.Set(nats.MsgRollup, scope)
+		if _, err := e.js.PublishMsg(context.Background(), m); err == nil {
+			t.Errorf("a command with Nats-Rollup: %s was stored; the command stream must refuse roll-ups", scope)
+		}
+	}
+	ctx := context.Background()
+	sched, err := e.js.Stream(ctx, "HEAP_DELETION_SCHEDULE")
+	if err != nil {
+		t.Fatalf("schedule stream: %v", err)
+	}
+	if _, err := sched.GetLastMsgForSubject(ctx, prefixOf(e.cfg)+".schedule.recheck"); err != nil {
+		t.Fatalf("recheck schedule not in its own stream: %v", err)
+	}
+	e.replica(nil)
+	e.waitTerminal(20*time.Second, ids(queued)...)
+	for _, id := range ids(queued) {
+		if got := e.terminal(id); got != events.StatusComplete {
+			t.Errorf("%s: %s, want complete", id, got)
+		}
+	}
+}
+
+// An existing deployment's command stream (it carried the schedule and ticks and
+// allowed roll-ups, which JetStream cannot turn off) is recreated at start without
+// losing a queued command, and the schedule moves to its own stream.
+func TestMigrateOldCommandStream(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, nil)
+	ctx := context.Background()
+	p := prefixOf(e.cfg)
+	// The layout of earlier versions, with commands queued and an old tick consumer.
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:              "HEAP_DELETION",
+		Subjects:          []string{p + ".requested", p + ".recheck", p + ".schedule.recheck"},
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		Duplicates:        2 * time.Minute,
+		AllowRollup:       true,
+		AllowMsgSchedules: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.CreateOrUpdateConsumer(ctx, "HEAP_DELETION", jetstream.ConsumerConfig{
+		Durable: "heapdel-recheck", FilterSubject: p + ".recheck", AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	queued := identityCmds("migrate", 250)
+	e.publishAsync(queued)
+	sm := nats.NewMsg(p + ".schedule.recheck")
+	sm.Header.Set("Nats-Schedule", "@every 1s")
+	sm.Header.Set("Nats-Schedule-Target", p+".recheck")
+	e.publishMsg(sm)
+
+	// Two replicas start at the same moment and both migrate.
+	done := make(chan struct{}, 2)
+	for range 2 {
+		go func() { e.replica(nil); done <- struct{}{} }()
+	}
+	<-done
+	<-done
+	e.waitTerminal(60*time.Second, ids(queued)...)
+	for _, id := range ids(queued) {
+		if got := e.terminal(id); got != events.StatusComplete {
+			t.Fatalf("%s: %s, want complete", id, got)
+		}
+	}
+	st, err := e.js.Stream(ctx, "HEAP_DELETION")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Header.Set(nats.MsgRollup, nats.MsgRollupSubject)
-	e.publishMsg(m)
+	cfg := st.CachedInfo().Config
+	if cfg.AllowRollup || cfg.AllowMsgSchedules || len(cfg.Subjects) != 1 || cfg.Sealed {
+		t.Errorf("command stream after migration: rollup %v, schedules %v, subjects %v, sealed %v", cfg.AllowRollup, cfg.AllowMsgSchedules, cfg.Subjects, cfg.Sealed)
+	}
+	if _, err := e.js.Stream(ctx, "HEAP_DELETION_MIGRATION"); err == nil {
+		t.Error("the migration stream is left behind")
+	}
+	// Each queued command was submitted once.
+	if got := e.sim.SubmittedUsers(); got != len(queued) {
+		t.Errorf("%d users submitted for %d queued commands", got, len(queued))
+	}
+	m, err := events.NewCommandMsg(p+".requested", events.Command{RequestID: "after", Identity: "after@example.com"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Header.Set(nats.MsgRollup, nats.MsgRollupAll)
+	if _, err := e.js.PublishMsg(ctx, m); err == nil {
+		t.Error("the migrated command stream accepted a roll-up")
+	}
 
-	e.replica(nil)
-	e.waitTerminal(20*time.Second, "rollup-1")
-	if got := e.terminal("rollup-1"); got != events.StatusComplete {
-		t.Errorf("rollup-1: %s, want complete (the command itself is good)", got)
-	}
-	// What the test is about: the queued commands are gone, and heapdel says so.
-	for _, id := range ids(queued) {
-		if got := e.statuses(id); len(got) != 0 {
-			t.Errorf("%s: %v; JetStream should have rolled it up (has the stream stopped allowing roll-ups? then drop this test and the warning)", id, got)
-		}
-	}
-	eventually(t, 5*time.Second, func() string {
-		e.mu.Lock()
-		reg := e.regs[len(e.regs)-1]
-		e.mu.Unlock()
-		got, err := gauges(reg)
-		if err != nil {
-			return err.Error()
-		}
-		if v := got["heapdel_commands_rollup_total"]; v != 1 {
-			return fmt.Sprintf("heapdel_commands_rollup_total = %v, want 1", v)
-		}
-		return ""
-	})
-	logs := e.logs.String()
-	if !strings.Contains(logs, "carried a Nats-Rollup header") || !strings.Contains(logs, `"rollup":"sub"`) {
-		t.Errorf("no error log line for the roll-up:\n%s", logs)
-	}
-	if strings.Contains(logs, "secret.rollup@example.com") {
-		t.Error("the identity reached the logs")
-	}
 }
