@@ -40,14 +40,19 @@ type request struct {
 	body     []byte
 	users    []User             // redacted from Heap's messages
 	decode   func([]byte) error // parses a 2xx answer; its error means a malformed answer
+	// acts: a 2xx means Heap acted on the request, so a 2xx answer that cannot
+	// be read is ErrAcceptedUnreadable, never retried.
+	acts bool
 }
 
 // Submit sends users to Heap in one deletion request and returns Heap's deletion
 // request id. It refuses zero users or more than [MaxUsers] with [ErrBatchSize],
 // and a user naming no one (empty Identity and UserID 0) with [ErrRejected],
-// before sending anything. It retries 429, 5xx, network errors, timeouts and
-// malformed answers within ctx and the retry budget, then returns a
-// [*RetryableError] (errors.Is(err, ErrRetryable)). An error wrapping
+// before sending anything. It retries 429, 5xx, network errors and timeouts
+// within ctx and the retry budget, then returns a [*RetryableError]
+// (errors.Is(err, ErrRetryable)). It never sends the users again after any 2xx:
+// a 2xx without a readable deletion request id returns [ErrAcceptedUnreadable]
+// at once (Heap may have accepted them). An error wrapping
 // [ErrRejected] is permanent: Heap refused these users (400, 413 or 422; its
 // message, with every identity and user id redacted, is in the error).
 // [ErrUnauthorized] means the credentials are rejected, [ErrMisconfigured] that
@@ -80,13 +85,14 @@ func (c *Client) Submit(ctx context.Context, users []User) (string, error) {
 		url:      c.base + pathDeletion,
 		body:     body,
 		users:    users,
+		acts:     true,
 		decode: func(b []byte) error {
 			out.ID = ""
 			if err := json.Unmarshal(b, &out); err != nil {
-				return errors.New("malformed user_deletion answer")
+				return errors.New("not JSON")
 			}
 			if out.ID == "" {
-				return errors.New("user_deletion answer holds no deletion_request_id")
+				return errors.New("no deletion_request_id")
 			}
 			return nil
 		},
@@ -207,6 +213,12 @@ func (c *Client) exchange(ctx context.Context, req request, token string) error 
 	}
 	c.m.duration.WithLabelValues(ep).Observe(time.Since(start).Seconds())
 	red := redactor{users: req.users, secrets: []string{c.cfg.APIKey, token}}
+	if err != nil && req.acts && a.code >= 200 && a.code < 300 {
+		// Heap said yes before the body broke off: sending again could delete
+		// the users twice over, in two deletion requests.
+		c.m.requests.WithLabelValues(ep, strconv.Itoa(a.code)).Inc()
+		return c.acceptedUnreadable(ep, a, "the body broke off ("+red.sanitize(err.Error())+")", red)
+	}
 	if err != nil {
 		c.m.requests.WithLabelValues(ep, "error").Inc()
 		var ne net.Error
@@ -226,8 +238,23 @@ func (c *Client) exchange(ctx context.Context, req request, token string) error 
 	}
 	if req.decode != nil {
 		if err := req.decode(a.body); err != nil {
+			if req.acts {
+				return c.acceptedUnreadable(ep, a, err.Error(), red)
+			}
 			return &RetryableError{Endpoint: ep, Code: a.code, Err: err, reason: reasonServerError}
 		}
 	}
 	return nil
+}
+
+// acceptedUnreadable is the error of a 2xx answer, to a request that Heap acts
+// on, that holds no usable result: it says what Heap sent, redacted and cut.
+func (c *Client) acceptedUnreadable(ep string, a answer, why string, red redactor) error {
+	body := "an empty body"
+	if len(a.body) > 0 {
+		body = red.sanitize(string(a.body))
+	}
+	c.log.Error().Str("endpoint", ep).Int("code", a.code).Str("problem", why).
+		Msg("heap answered 2xx without a deletion request id: the users may be accepted, so they are not sent again")
+	return errorf(ep, "HTTP %d (%s): %w; Heap sent: %s", a.code, why, ErrAcceptedUnreadable, body)
 }

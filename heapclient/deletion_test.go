@@ -72,7 +72,7 @@ type callCase struct {
 }
 
 func TestCalls(t *testing.T) {
-	all := []error{ErrUnauthorized, ErrNotFound, ErrRejected, ErrMisconfigured, ErrRetryable, ErrBatchSize, context.Canceled, context.DeadlineExceeded}
+	all := []error{ErrUnauthorized, ErrNotFound, ErrRejected, ErrMisconfigured, ErrAcceptedUnreadable, ErrRetryable, ErrBatchSize, context.Canceled, context.DeadlineExceeded}
 	fault := func(endpoint string, code int) []heaptest.Fault {
 		return []heaptest.Fault{{Endpoint: endpoint, Status: code}}
 	}
@@ -182,12 +182,37 @@ func TestCalls(t *testing.T) {
 		{name: "timeout always", call: "status", cfg: func(c *Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxRetries = 1 },
 			script:  []heaptest.Fault{{Endpoint: "deletion_status", Latency: time.Hour}},
 			wantErr: []error{ErrRetryable}, wantNot: []error{context.DeadlineExceeded}, wantCode: 0, wantText: []string{"timed out"}},
-		{name: "bad JSON on 201", call: "submit", cfg: func(c *Config) { c.MaxRetries = 2 },
+		// After any 2xx from user_deletion the users are never sent again.
+		{name: "bad JSON on 201", call: "submit",
 			override: answerOn(epDeletion, 201, `{"deletion_request_id":`),
-			wantErr:  []error{ErrRetryable}, wantCode: 201, wantReqs: map[string]int{epDeletion: 3}},
-		{name: "201 without id", call: "submit", cfg: func(c *Config) { c.MaxRetries = -1 },
-			override: answerOn(epDeletion, 201, `{"status":"pending"}`),
-			wantErr:  []error{ErrRetryable}, wantCode: 201},
+			wantErr:  []error{ErrAcceptedUnreadable}, wantText: []string{"HTTP 201", `Heap sent: {"deletion_request_id":`},
+			wantReqs: map[string]int{epDeletion: 1}},
+		{name: "201 without id", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 201, Body: `{"status":"pending"}`}},
+			wantErr: []error{ErrAcceptedUnreadable}, wantText: []string{"HTTP 201", "no deletion_request_id", `Heap sent: {"status":"pending"}`},
+			wantReqs: map[string]int{epDeletion: 1}},
+		{name: "204 with no body", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 204}},
+			wantErr: []error{ErrAcceptedUnreadable}, wantText: []string{"HTTP 204", "an empty body"}, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "200 page echoing the users and the key", call: "submit",
+			script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 200,
+				Body: `<html>accepted {"users":[{"identity":"alice.secret@example.com"},{"user_id":8512376125342183}]} with sim-key-SECRET-7f3a9c</html>`}},
+			wantErr:  []error{ErrAcceptedUnreadable},
+			wantText: []string{`<html>accepted {"users":[{"identity":"[redacted]"},{"user_id":[redacted]}]} with [redacted]</html>`},
+			wantReqs: map[string]int{epDeletion: 1}},
+		{name: "201 with a long body", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 201, Body: strings.Repeat("x", 5000)}},
+			wantErr: []error{ErrAcceptedUnreadable}, wantText: []string{strings.Repeat("x", 200) + "…"},
+			wantReqs: map[string]int{epDeletion: 1}},
+		{name: "201 cut short", call: "submit", override: func(w http.ResponseWriter, r *http.Request) bool {
+			if !strings.HasSuffix(r.URL.Path, "/user_deletion") {
+				return false
+			}
+			w.Header().Set("Content-Length", "500")
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprint(w, `{"deletion_request_`)
+			return true // net/http closes the connection: fewer bytes than declared
+		},
+			wantErr: []error{ErrAcceptedUnreadable}, wantText: []string{"HTTP 201", "broke off"}, wantReqs: map[string]int{epDeletion: 1}},
 		{name: "bad JSON on 200 status", call: "status", statusID: uuid.NewString(), cfg: func(c *Config) { c.MaxRetries = -1 },
 			override: answerOn(epStatus, 200, `[]`), wantErr: []error{ErrRetryable}, wantCode: 200},
 		{name: "bad JSON token", call: "check", cfg: func(c *Config) { c.MaxRetries = -1 },
@@ -390,6 +415,28 @@ func TestSubmitBatchSize(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestAcceptedUnreadableIsNeverResent(t *testing.T) {
+	// Heap accepts and records the users, but the answer's body is not the
+	// documented one: one POST, one deletion request at Heap, and an error that
+	// tells the caller to hold the users.
+	e := newEnv(t, envOpts{})
+	e.sim.Script(heaptest.Fault{Endpoint: "user_deletion", Body: "<html>upstream rewrote this</html>"})
+	_, err := e.c.Submit(t.Context(), leakUsers)
+	if !errors.Is(err, ErrAcceptedUnreadable) || errors.Is(err, ErrRetryable) {
+		t.Fatalf("got %v, want ErrAcceptedUnreadable only", err)
+	}
+	if !strings.Contains(err.Error(), "HTTP 201") || !strings.Contains(err.Error(), "<html>upstream rewrote this</html>") {
+		t.Errorf("error %q does not say what Heap sent", err)
+	}
+	if n := e.sim.Requests("user_deletion"); n != 1 {
+		t.Errorf("%d user_deletion requests, want exactly 1", n)
+	}
+	if n := len(e.sim.Submissions()); n != 1 {
+		t.Errorf("Heap holds %d deletion requests, want 1", n)
+	}
+	assertNoLeak(t, e, err)
 }
 
 func TestUserIDsRoundTrip(t *testing.T) {

@@ -35,8 +35,13 @@
 //     401, 408, 429 and 5xx. The request did not reach Heap's deletion logic
 //     (wrong base URL, a proxy, a firewall). It says nothing about the users:
 //     wait, loudly, and fix the setting; never fail users for it.
+//   - [ErrAcceptedUnreadable]: user_deletion answered 2xx without a readable
+//     deletion request id. Heap may have accepted the users: Submit never sends
+//     them again, and the caller must hold them for an operator instead of
+//     resubmitting. The error carries the status code and the body, sanitised.
 //   - [ErrRetryable], as a [*RetryableError]: 429, 408, 5xx, a connection error,
-//     a per-attempt timeout or a malformed 2xx answer persisted through
+//     a per-attempt timeout or a malformed 2xx answer from auth_token or
+//     deletion_status persisted through
 //     Config.MaxRetries retries or Config.RetryBudget. Try again later, no sooner
 //     than RetryableError.RetryAfter if set.
 //   - ctx's error (context.Canceled or context.DeadlineExceeded), wrapped: ctx

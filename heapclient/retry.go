@@ -42,8 +42,16 @@ var (
 	// fail users for it. The error text carries the status code (and, for a
 	// redirect, where it pointed).
 	ErrMisconfigured = errors.New("heap endpoint refused the request (check HEAPDEL_HEAP_BASE_URL and any proxy in between)")
+	// ErrAcceptedUnreadable means user_deletion answered 2xx but the answer lacks
+	// a deletion request id (not JSON, no deletion_request_id, or a body cut
+	// short): Heap may have accepted the users. Submit sent them once and never
+	// again; the caller must not resubmit them on its own and must hold them for
+	// an operator, who can check in Heap what was received. The error text
+	// carries the status code and what Heap sent, with every submitted identity
+	// and user id, the key and the token redacted, cut to 200 bytes.
+	ErrAcceptedUnreadable = errors.New("heap answered 2xx without a deletion request id: it may have accepted the users, do not resubmit them")
 	// ErrRetryable means a transient failure (429, 5xx, a network error, a
-	// timeout, a malformed answer) outlived the retry budget: try again later.
+	// timeout, a malformed answer from auth_token or deletion_status) outlived the retry budget: try again later.
 	// Such errors are a [*RetryableError].
 	ErrRetryable = errors.New("transient failure")
 	// ErrBatchSize means Submit was given zero users or more than [MaxUsers];
