@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,19 +24,24 @@ const DefaultBaseURL = "https://heapanalytics.com"
 
 // Config configures a [Client]. Zero fields take the defaults noted.
 type Config struct {
-	BaseURL        string         // default DefaultBaseURL; http:// only for loopback hosts
-	AppID, APIKey  string         // required: the Main Production environment id and its API key
-	TokenLifetime  time.Duration  // refresh a token this long after fetching it; default 4m
-	RequestTimeout time.Duration  // per HTTP attempt; default 30s
-	Rate           float64        // requests/second across all endpoints; default 1; +Inf = unlimited
-	Burst          int            // default 1
-	MaxRetries     int            // retries after the first attempt; default 5 (-1 = none)
-	RetryBudget    time.Duration  // longest time one call spends retrying; default 1m
-	MinBackoff     time.Duration  // default 500ms
-	MaxBackoff     time.Duration  // default 30s
-	HTTPClient     *http.Client   // default: own client with tuned, reused transport
-	Logger         zerolog.Logger // zero value = no logging
-	Registerer     prometheus.Registerer
+	BaseURL        string        // default DefaultBaseURL; http:// only for loopback hosts
+	AppID, APIKey  string        // required: the Main Production environment id and its API key
+	TokenLifetime  time.Duration // refresh a token this long after fetching it; default 4m
+	RequestTimeout time.Duration // per HTTP attempt; default 30s
+	Rate           float64       // requests/second across all endpoints; default 1; +Inf = unlimited
+	Burst          int           // default 1
+	MaxRetries     int           // retries after the first attempt; default 5 (-1 = none)
+	RetryBudget    time.Duration // longest time one call spends retrying; default 1m
+	MinBackoff     time.Duration // default 500ms
+	MaxBackoff     time.Duration // default 30s
+	// MaxRetryAfter caps every wait that Heap's Retry-After asks for (seconds or
+	// HTTP date; default 5m): a Retry-After of a day or a century would park a
+	// batch that long. A capped wait is counted in
+	// heapdel_heap_retry_after_clamped_total and logged once per Client.
+	MaxRetryAfter time.Duration
+	HTTPClient    *http.Client   // default: own client with tuned, reused transport
+	Logger        zerolog.Logger // zero value = no logging
+	Registerer    prometheus.Registerer
 }
 
 // withDefaults returns c with every zero field set to its default: the one place
@@ -68,6 +74,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
 	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = 5 * time.Minute
+	}
 	return c
 }
 
@@ -99,6 +108,8 @@ func (c Config) Validate() error {
 		return errors.New("heapclient config: MinBackoff must not be negative")
 	case c.MaxBackoff < c.MinBackoff:
 		return errors.New("heapclient config: MaxBackoff must not be less than MinBackoff")
+	case c.MaxRetryAfter < 0:
+		return errors.New("heapclient config: MaxRetryAfter must not be negative")
 	}
 	return nil
 }
@@ -144,6 +155,8 @@ type Client struct {
 	m       *metrics
 	tok     tokenCache
 	now     func() time.Time // time.Now; tests move it
+
+	clampLogged atomic.Bool // a capped Retry-After was logged: once per Client
 }
 
 // New returns a Client for cfg, with defaults filled in. Its error names the

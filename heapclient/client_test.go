@@ -45,6 +45,8 @@ func TestConfig(t *testing.T) {
 		{"negative budget", func(c *Config) { c.RetryBudget = -1 }, "RetryBudget"},
 		{"negative min backoff", func(c *Config) { c.MinBackoff = -1 }, "MinBackoff"},
 		{"max below min", func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Minute, time.Second }, "MaxBackoff"},
+		{"negative max Retry-After", func(c *Config) { c.MaxRetryAfter = -1 }, "MaxRetryAfter"},
+		{"short max Retry-After", func(c *Config) { c.MaxRetryAfter = time.Second }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +83,7 @@ func TestConfigDefaults(t *testing.T) {
 		MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
 	if got.BaseURL != want.BaseURL || got.TokenLifetime != want.TokenLifetime || got.RequestTimeout != want.RequestTimeout ||
 		got.Rate != want.Rate || got.Burst != want.Burst || got.MaxRetries != want.MaxRetries || got.RetryBudget != want.RetryBudget ||
-		got.MinBackoff != want.MinBackoff || got.MaxBackoff != want.MaxBackoff {
+		got.MinBackoff != want.MinBackoff || got.MaxBackoff != want.MaxBackoff || got.MaxRetryAfter != 5*time.Minute {
 		t.Errorf("defaults: %+v", got)
 	}
 	if c.limiter.Limit() != 1 || c.limiter.Burst() != 1 {

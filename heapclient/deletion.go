@@ -233,7 +233,16 @@ func (c *Client) exchange(ctx context.Context, req request, token string) error 
 		}
 	}
 	c.m.requests.WithLabelValues(ep, strconv.Itoa(a.code)).Inc()
-	if err := classify(ep, a, c.now(), red); err != nil {
+	if err := classify(ep, a, c.now(), c.cfg.MaxRetryAfter, red); err != nil {
+		var re *RetryableError
+		if errors.As(err, &re) && re.asked > 0 {
+			c.m.retryAfterClamped.WithLabelValues(ep).Inc()
+			if c.clampLogged.CompareAndSwap(false, true) {
+				c.log.Warn().Str("endpoint", ep).Int("code", a.code).Dur("retry_after", re.asked).
+					Dur("max_retry_after", c.cfg.MaxRetryAfter).
+					Msg("heap asked to wait longer than MaxRetryAfter; waiting MaxRetryAfter instead (logged once, counted in heapdel_heap_retry_after_clamped_total)")
+			}
+		}
 		return err
 	}
 	if req.decode != nil {

@@ -153,8 +153,21 @@ func TestCalls(t *testing.T) {
 		{name: "429 twice then ok", call: "submit", script: []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, Count: 2}},
 			wantReqs: map[string]int{epDeletion: 3}},
 		{name: "429 with Retry-After beyond the budget", call: "submit",
-			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, RetryAfter: "3600"}},
-			wantErr: []error{ErrRetryable}, wantCode: 429, retryAfter: time.Hour, wantReqs: map[string]int{epDeletion: 1}},
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, RetryAfter: "120"}},
+			wantErr: []error{ErrRetryable}, wantCode: 429, retryAfter: 2 * time.Minute, wantReqs: map[string]int{epDeletion: 1}},
+		// A Retry-After of a day or a century is cut to MaxRetryAfter (5m).
+		{name: "429 with Retry-After of a day", call: "submit",
+			script:  []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, RetryAfter: "86400"}},
+			wantErr: []error{ErrRetryable}, wantCode: 429, retryAfter: 5 * time.Minute, wantReqs: map[string]int{epDeletion: 1}},
+		{name: "503 with Retry-After of a century", call: "status",
+			script:  []heaptest.Fault{{Endpoint: "deletion_status", Status: 503, RetryAfter: "4294967295"}},
+			wantErr: []error{ErrRetryable}, wantCode: 503, retryAfter: 5 * time.Minute, wantReqs: map[string]int{epStatus: 1}},
+		{name: "auth_token 429 with a far HTTP date", call: "check",
+			script:  []heaptest.Fault{{Endpoint: "auth_token", Status: 429, RetryAfter: "Fri, 31 Dec 9999 23:59:59 GMT"}},
+			wantErr: []error{ErrRetryable}, wantCode: 429, retryAfter: 5 * time.Minute, wantReqs: map[string]int{epAuth: 1}},
+		{name: "Retry-After cut to a short MaxRetryAfter, then ok", call: "submit", cfg: func(c *Config) { c.MaxRetryAfter = 20 * time.Millisecond },
+			script:   []heaptest.Fault{{Endpoint: "user_deletion", Status: 429, RetryAfter: "86400", Count: 1}},
+			wantReqs: map[string]int{epDeletion: 2}},
 		{name: "503 storm", call: "status", script: []heaptest.Fault{{Endpoint: "deletion_status", Status: 503}},
 			wantErr: []error{ErrRetryable}, wantCode: 503, wantReqs: map[string]int{epStatus: 6}},
 		{name: "500 once", call: "status", script: []heaptest.Fault{{Endpoint: "deletion_status", Status: 500, Count: 1}},
@@ -603,6 +616,34 @@ func TestRetryAfterObeyed(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRetryAfterClampedCountedAndLoggedOnce(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sim.Script(heaptest.Fault{Endpoint: "user_deletion", Status: 429, RetryAfter: "86400"})
+	for range 3 {
+		_, err := e.c.Submit(t.Context(), leakUsers)
+		var re *RetryableError
+		if !errors.As(err, &re) || re.RetryAfter != 5*time.Minute {
+			t.Fatalf("got %v, want a RetryableError with RetryAfter 5m", err)
+		}
+	}
+	if got := testutil.ToFloat64(e.c.m.retryAfterClamped.WithLabelValues(epDeletion)); got != 3 {
+		t.Errorf("retry_after_clamped{user_deletion} = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(e.c.m.retryAfterClamped.WithLabelValues(epStatus)); got != 0 {
+		t.Errorf("retry_after_clamped{deletion_status} = %v, want 0", got)
+	}
+	if n := strings.Count(e.logs.String(), "longer than MaxRetryAfter"); n != 1 {
+		t.Errorf("the cap was logged %d times, want once per client:\n%s", n, e.logs.String())
+	}
+	if !strings.Contains(e.logs.String(), `"level":"warn"`) {
+		t.Errorf("no warning logged:\n%s", e.logs.String())
+	}
+	if n, err := testutil.GatherAndCount(e.reg, "heapdel_heap_retry_after_clamped_total"); err != nil || n != 3 {
+		t.Errorf("heapdel_heap_retry_after_clamped_total series: %d, %v; want one per endpoint", n, err)
+	}
+	assertNoLeak(t, e)
 }
 
 func TestRateLimit(t *testing.T) {

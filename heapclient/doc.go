@@ -53,11 +53,13 @@
 //
 // The decision between "retry" and "permanent" is made in one place, classify.
 // Retries wait with exponential backoff and full jitter between
-// Config.MinBackoff and Config.MaxBackoff, or exactly Heap's Retry-After
-// (seconds or HTTP date) when Heap sends one; a wait that would overrun the
-// retry budget, or past ctx's deadline, is not started: the call returns the
-// [*RetryableError] at once (with RetryAfter set if Heap sent one), so that the
-// caller can reschedule.
+// Config.MinBackoff and Config.MaxBackoff, or Heap's Retry-After (seconds or
+// HTTP date) when Heap sends one, cut to Config.MaxRetryAfter (default 5m) so
+// that a Retry-After of a day or a century cannot park a batch that long (each
+// cut is counted, and the first one per Client logged); a wait that would
+// overrun the retry budget, or past ctx's deadline, is not started: the call
+// returns the [*RetryableError] at once (with RetryAfter set, capped, if Heap
+// sent one), so that the caller can reschedule.
 //
 // # Secrets and identities
 //
@@ -82,7 +84,9 @@
 // Registered on Config.Registerer (none when nil): heapdel_heap_requests_total
 // {endpoint,code}, heapdel_heap_request_duration_seconds{endpoint},
 // heapdel_heap_batch_users, heapdel_heap_retries_total{endpoint,reason} (reason:
-// rate_limited, server_error, network, timeout, token_expired) and
-// heapdel_heap_token_fetches_total{result} (ok, rejected, error). Several clients
+// rate_limited, server_error, network, timeout, token_expired),
+// heapdel_heap_token_fetches_total{result} (ok, rejected, error) and
+// heapdel_heap_retry_after_clamped_total{endpoint} (Retry-After values cut to
+// Config.MaxRetryAfter). Several clients
 // may share a registry: they share the metrics.
 package heapclient

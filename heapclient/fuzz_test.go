@@ -90,7 +90,7 @@ func FuzzRedact(f *testing.F) {
 			}
 		}
 
-		err := classify(endpoint, a, now, red)
+		err := classify(endpoint, a, now, 5*time.Minute, red)
 		if err == nil {
 			return
 		}

@@ -30,6 +30,8 @@ type metrics struct {
 	batch    prometheus.Histogram
 	retries  *prometheus.CounterVec // endpoint, reason
 	tokens   *prometheus.CounterVec // result
+
+	retryAfterClamped *prometheus.CounterVec // endpoint
 }
 
 // newMetrics builds the client's metrics and registers them on reg, if not nil.
@@ -59,6 +61,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "heapdel_heap_token_fetches_total",
 			Help: "Heap access token fetches by result (ok, rejected, error).",
 		}, []string{"result"}),
+		retryAfterClamped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_heap_retry_after_clamped_total",
+			Help: "Heap answers whose Retry-After asked for a longer wait than the client's MaxRetryAfter (default 5m), waited as MaxRetryAfter instead, by endpoint.",
+		}, []string{"endpoint"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -79,12 +85,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.tokens, err = register(reg, m.tokens); err != nil {
 		return nil, err
 	}
+	if m.retryAfterClamped, err = register(reg, m.retryAfterClamped); err != nil {
+		return nil, err
+	}
 	for _, r := range []string{fetchOK, fetchRejected, fetchError} {
 		m.tokens.WithLabelValues(r)
 	}
 	// Zero series from the start, so dashboards and rate() alerts see them before
 	// the first retry.
 	for _, ep := range []string{epAuth, epDeletion, epStatus} {
+		m.retryAfterClamped.WithLabelValues(ep)
 		for _, r := range []string{reasonRateLimited, reasonServerError, reasonNetwork, reasonTimeout} {
 			m.retries.WithLabelValues(ep, r)
 		}

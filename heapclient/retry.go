@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -67,7 +68,8 @@ type RetryableError struct {
 	RetryAfter time.Duration // Heap's Retry-After if it sent one, else 0
 	Err        error
 
-	reason string // retries metric label
+	reason string        // retries metric label
+	asked  time.Duration // what Retry-After asked for, when more than MaxRetryAfter (RetryAfter holds the cap)
 }
 
 // Error describes the failure; it holds no secret and no identity.
@@ -112,17 +114,22 @@ type answer struct {
 // ErrMisconfigured (everything else: an answer about heapdel's setup, never
 // about the users). Network errors and timeouts are classified where they
 // happen, in send, as retryable too.
-func classify(endpoint string, a answer, now time.Time, red redactor) error {
+//
+// A Retry-After longer than maxWait is cut to maxWait; the error's asked field
+// then holds what Heap asked for.
+func classify(endpoint string, a answer, now time.Time, maxWait time.Duration, red redactor) error {
 	switch c := a.code; {
 	case c >= 200 && c < 300:
 		return nil
 	case c == http.StatusTooManyRequests:
-		return &RetryableError{Endpoint: endpoint, Code: c, RetryAfter: retryAfter(a.header, now),
+		wait, asked := retryAfter(a.header, now, maxWait)
+		return &RetryableError{Endpoint: endpoint, Code: c, RetryAfter: wait, asked: asked,
 			Err: errors.New(heapMessage(a, red)), reason: reasonRateLimited}
 	case c == http.StatusRequestTimeout:
 		return &RetryableError{Endpoint: endpoint, Code: c, Err: errors.New(heapMessage(a, red)), reason: reasonTimeout}
 	case c >= 500:
-		return &RetryableError{Endpoint: endpoint, Code: c, RetryAfter: retryAfter(a.header, now),
+		wait, asked := retryAfter(a.header, now, maxWait)
+		return &RetryableError{Endpoint: endpoint, Code: c, RetryAfter: wait, asked: asked,
 			Err: errors.New(heapMessage(a, red)), reason: reasonServerError}
 	case c == http.StatusUnauthorized:
 		return errorf(endpoint, "HTTP 401: %w", ErrUnauthorized)
@@ -148,20 +155,31 @@ func redirectTarget(h http.Header, red redactor) string {
 	return " to " + red.sanitize(u.Scheme+"://"+u.Host)
 }
 
-// retryAfter reads a Retry-After header, in seconds or as an HTTP date; 0 when
-// absent, unreadable or past.
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// retryAfter reads a Retry-After header, in seconds or as an HTTP date: 0 when
+// absent, unreadable or past. A wait longer than ceiling comes back as ceiling,
+// with asked set to what the header asked for (a number of seconds too large
+// for a time.Duration asks for the longest one); asked is 0 otherwise.
+func retryAfter(h http.Header, now time.Time, ceiling time.Duration) (wait, asked time.Duration) {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
-		return 0
+		return 0, 0
 	}
-	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
-		return time.Duration(n) * time.Second
+	wait = -1
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		wait = time.Duration(math.MaxInt64)
+		if err == nil && n <= uint64(math.MaxInt64/int64(time.Second)) {
+			wait = time.Duration(n) * time.Second
+		}
+	} else if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		wait = t.Sub(now) // saturates at the longest Duration
 	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+	switch {
+	case wait <= 0:
+		return 0, 0
+	case wait > ceiling:
+		return ceiling, wait
 	}
-	return 0
+	return wait, 0
 }
 
 // heapMessage extracts Heap's error message leniently (err.message, then

@@ -2,6 +2,7 @@ package heapclient
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,6 +26,9 @@ func TestClassify(t *testing.T) {
 		{epDeletion, 429, nil, "", ErrRetryable, reasonRateLimited, 0},
 		{epDeletion, 429, http.Header{"Retry-After": {"7"}}, "", ErrRetryable, reasonRateLimited, 7 * time.Second},
 		{epAuth, 503, http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, "", ErrRetryable, reasonServerError, 90 * time.Second},
+		{epDeletion, 429, http.Header{"Retry-After": {"86400"}}, "", ErrRetryable, reasonRateLimited, 5 * time.Minute},
+		{epStatus, 503, http.Header{"Retry-After": {"4294967295"}}, "", ErrRetryable, reasonServerError, 5 * time.Minute},
+		{epAuth, 429, http.Header{"Retry-After": {now.AddDate(100, 0, 0).Format(http.TimeFormat)}}, "", ErrRetryable, reasonRateLimited, 5 * time.Minute},
 		{epStatus, 500, nil, "", ErrRetryable, reasonServerError, 0},
 		{epStatus, 599, nil, "", ErrRetryable, reasonServerError, 0},
 		{epDeletion, 408, nil, "", ErrRetryable, reasonTimeout, 0},
@@ -73,7 +77,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.endpoint+"/"+strconv.Itoa(tt.code)+"_"+http.StatusText(tt.code), func(t *testing.T) {
-			err := classify(tt.endpoint, answer{code: tt.code, header: tt.header, body: []byte(tt.body)}, now, redactor{})
+			err := classify(tt.endpoint, answer{code: tt.code, header: tt.header, body: []byte(tt.body)}, now, 5*time.Minute, redactor{})
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("got %v, want success", err)
@@ -107,7 +111,7 @@ func TestClassify(t *testing.T) {
 func TestClassifyRedirectTarget(t *testing.T) {
 	red := redactor{secrets: []string{"tok-SECRET"}}
 	h := http.Header{"Location": {"https://www.heapanalytics.com/api/public/v0/user_deletion?token=tok-SECRET"}}
-	err := classify(epDeletion, answer{code: 301, header: h}, time.Now(), red)
+	err := classify(epDeletion, answer{code: 301, header: h}, time.Now(), 5*time.Minute, red)
 	if !errors.Is(err, ErrMisconfigured) || !strings.Contains(err.Error(), "to https://www.heapanalytics.com (not followed)") {
 		t.Errorf("got %v, want ErrMisconfigured naming the redirect's host", err)
 	}
@@ -118,28 +122,40 @@ func TestClassifyRedirectTarget(t *testing.T) {
 
 func TestRetryAfterHeader(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const ceiling = 5 * time.Minute
+	longest := time.Duration(math.MaxInt64)
 	tests := []struct {
 		value string
 		want  time.Duration
+		asked time.Duration // non-zero: clamped from this
 	}{
-		{"", 0},
-		{"0", 0},
-		{"12", 12 * time.Second},
-		{" 3 ", 3 * time.Second},
-		{"-5", 0},
-		{"1.5", 0},
-		{"soon", 0},
-		{now.Add(time.Hour).Format(http.TimeFormat), time.Hour},
-		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
-		{now.Add(30 * time.Second).Format(time.RFC850), 30 * time.Second},
+		{"", 0, 0},
+		{"0", 0, 0},
+		{"12", 12 * time.Second, 0},
+		{" 3 ", 3 * time.Second, 0},
+		{"-5", 0, 0},
+		{"1.5", 0, 0},
+		{"soon", 0, 0},
+		{"300", ceiling, 0},
+		{"301", ceiling, 301 * time.Second},
+		{"86400", ceiling, 24 * time.Hour},
+		{"4294967295", ceiling, 4294967295 * time.Second},
+		{"9223372036", ceiling, 9223372036 * time.Second},
+		{"9223372037", ceiling, longest},              // more seconds than a Duration holds
+		{"99999999999999999999999", ceiling, longest}, // more than a uint64 holds
+		{now.Add(time.Hour).Format(http.TimeFormat), ceiling, time.Hour},
+		{now.Add(4 * time.Minute).Format(http.TimeFormat), 4 * time.Minute, 0},
+		{now.AddDate(7000, 0, 0).Format(http.TimeFormat), ceiling, longest},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, 0},
+		{now.Add(30 * time.Second).Format(time.RFC850), 30 * time.Second, 0},
 	}
 	for _, tt := range tests {
 		h := http.Header{}
 		if tt.value != "" {
 			h.Set("Retry-After", tt.value)
 		}
-		if got := retryAfter(h, now); got != tt.want {
-			t.Errorf("Retry-After %q: %s, want %s", tt.value, got, tt.want)
+		if got, asked := retryAfter(h, now, ceiling); got != tt.want || asked != tt.asked {
+			t.Errorf("Retry-After %q: %s (asked %s), want %s (asked %s)", tt.value, got, asked, tt.want, tt.asked)
 		}
 	}
 }
