@@ -212,7 +212,7 @@ func (c *Client) exchange(ctx context.Context, req request, token string) error 
 		resp.Body.Close()
 	}
 	c.m.duration.WithLabelValues(ep).Observe(time.Since(start).Seconds())
-	red := redactor{users: req.users, secrets: []string{c.cfg.APIKey, token}}
+	red := redactor{users: req.users, secrets: secretsOf(c.cfg.AppID, c.cfg.APIKey, token)}
 	if err != nil && req.acts && a.code >= 200 && a.code < 300 {
 		// Heap said yes before the body broke off: sending again could delete
 		// the users twice over, in two deletion requests.

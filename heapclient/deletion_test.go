@@ -2,6 +2,7 @@ package heapclient
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -450,6 +452,67 @@ func TestAcceptedUnreadableIsNeverResent(t *testing.T) {
 		t.Errorf("Heap holds %d deletion requests, want 1", n)
 	}
 	assertNoLeak(t, e, err)
+}
+
+func TestProxyEchoesAreRedacted(t *testing.T) {
+	basic := base64.StdEncoding.EncodeToString([]byte(testApp + ":" + testKey))
+	// A proxy that refuses every request and echoes its Authorization header,
+	// and the credentials without the header, in a JSON error.
+	echo := func(w http.ResponseWriter, r *http.Request) bool {
+		h := r.Header.Get("Authorization")
+		_, cred, _ := strings.Cut(h, " ")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusProxyAuthRequired)
+		fmt.Fprintf(w, `{"message":"denied: Authorization: %s (credentials %s, %s)"}`, h, cred, strings.TrimRight(cred, "="))
+		return true
+	}
+	tests := []struct {
+		name      string
+		fresh     bool // the token is cached first, so the proxy sees the Bearer one
+		forbidden []string
+	}{
+		{"Basic on auth_token", false, []string{basic, strings.TrimRight(basic, "=")}},
+		{"Bearer on user_deletion", true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var proxy atomic.Bool
+			e := newEnv(t, envOpts{override: func(w http.ResponseWriter, r *http.Request) bool {
+				return proxy.Load() && echo(w, r)
+			}})
+			if tt.fresh {
+				if _, err := e.c.Submit(t.Context(), leakUsers[1:2]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			proxy.Store(true)
+			_, err := e.c.Submit(t.Context(), leakUsers)
+			if !errors.Is(err, ErrMisconfigured) || !strings.Contains(err.Error(), "HTTP 407") {
+				t.Fatalf("got %v, want ErrMisconfigured with HTTP 407", err)
+			}
+			if !strings.Contains(err.Error(), " [redacted] (credentials [redacted], [redacted])") {
+				t.Errorf("error %q does not show the redacted echo", err)
+			}
+			for _, f := range tt.forbidden {
+				if strings.Contains(err.Error(), f) {
+					t.Errorf("error %q shows %q", err, f)
+				}
+			}
+			assertNoLeak(t, e, err)
+		})
+	}
+}
+
+func TestUnicodeCaseEchoRedacted(t *testing.T) {
+	users := []User{{Identity: "älice@example.de"}, {Identity: "Jane Q Doe"}}
+	e := newEnv(t, envOpts{override: answer400(`{"message":"users ÄLICE@EXAMPLE.DE and \"jane\u00a0q doe\" refused"}`)})
+	_, err := e.c.Submit(t.Context(), users)
+	if !errors.Is(err, ErrRejected) {
+		t.Fatalf("got %v, want ErrRejected", err)
+	}
+	if want := `users [redacted] and "[redacted]" refused`; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not hold %q", err, want)
+	}
 }
 
 func TestUserIDsRoundTrip(t *testing.T) {

@@ -64,11 +64,15 @@
 // # Secrets and identities
 //
 // No error string, log line or metric label holds the API key, a token, an
-// identity or a user id. Heap's error messages may echo what was sent, as sent or
-// URL- or JSON-encoded, so before a message is put in an error, every submitted
-// identity (case-insensitively) and user id, the API key and the token, in any of
-// these forms, are replaced by "[redacted]", control characters are blanked, and
-// the message is cut to 200 bytes.
+// identity or a user id. Heap's error messages (and a proxy's) may echo what was
+// sent, as sent or URL- or JSON-encoded, so before a message is put in an error,
+// every submitted identity and user id, the API key, the token and the Basic
+// credentials (base64 of app id and key, with or without padding), in any of
+// these forms, are replaced by "[redacted]", control characters are blanked,
+// and the message is cut to 200 bytes. Identities are matched in any case
+// (Unicode simple case folding, as strings.EqualFold), with any white space
+// for white space (NBSP, a tab), and without their leading or trailing white
+// space.
 //
 // # Rate limiting and transport
 //

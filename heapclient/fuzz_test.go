@@ -16,9 +16,10 @@ import (
 )
 
 // FuzzRedact checks the package's promise that no error holds a secret: whatever
-// Heap answers, for whatever identities, user id, API key and token, and however
-// Heap echoes them (as sent, in another ASCII case, percent-encoded or
-// JSON-escaped, by the usual encoders), the message that heapMessage keeps holds
+// Heap answers, for whatever identities, user id, API key and token (and the key
+// as Basic auth sends it, base64 of app:key), and however Heap echoes them (as
+// sent, identities in another case by Unicode simple folding, percent-encoded
+// or JSON-escaped, by the usual encoders), the message that heapMessage keeps holds
 // none of them, is valid UTF-8 without control characters and at most maxMessage
 // bytes plus "…", and classify's error adds nothing to it but fixed text.
 //
@@ -32,6 +33,11 @@ func FuzzRedact(f *testing.F) {
 	f.Add("rate limited", uint8(1), uint16(329), "\U0001F600emoji", `back\slash"quote`, uint64(1000), "", "", []byte{3, 0, 40, 1, 33, 1})
 	f.Add("GET /v0/users?identity=", uint8(2), uint16(1000), "alice@example.com", "", uint64(0), "", "", []byte{5, 23})
 	f.Add(strings.Repeat("x", 190)+" ", uint8(1), uint16(300), "alice@example.com", "", uint64(4242), "", "", []byte{0, 191, 2, 0})
+	// A proxy's page echoing Basic credentials; an identity with spaces in
+	// quotes; Unicode case variants of an identity, typed into the text.
+	f.Add("407 Proxy Authentication Required: Authorization: Basic  Bearer ", uint8(4), uint16(307), "", "", uint64(0), "KEY-~~~~", "tok-5d1e0b", []byte{2, 56, 0, 64, 3, 40, 1, 63})
+	f.Add(`user "" not found, nor ''`, uint8(0), uint16(300), "Jane Q Doe", " padded id ", uint64(0), "", "", []byte{0, 6, 2, 22, 1, 24})
+	f.Add("users ÄLICE@X.DE, \u00c4lice@x.de, STRAẞE 5 and KELVIN", uint8(1), uint16(300), "älice@x.de", "Straße 5", uint64(0), "", "", []byte{})
 
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, text string, shape uint8, code uint16, identity1, identity2 string,
@@ -53,6 +59,15 @@ func FuzzRedact(f *testing.F) {
 			if fs, ok := newFuzzSecret(s, false); ok {
 				red.secrets = append(red.secrets, s)
 				secrets = append(secrets, fs)
+			}
+		}
+		if _, ok := newFuzzSecret(key, false); ok {
+			// As exchange does: the key as a proxy may echo Basic auth.
+			for _, b := range secretsOf(fuzzApp, key, "")[2:] {
+				red.secrets = append(red.secrets, b)
+				if fs, ok := newFuzzSecret(b, false); ok {
+					secrets = append(secrets, fs)
+				}
 			}
 		}
 
@@ -110,12 +125,15 @@ func FuzzRedact(f *testing.F) {
 	})
 }
 
+// fuzzApp is the app id whose Basic credentials FuzzRedact hides with the key.
+const fuzzApp = "sim-app"
+
 // A fuzzSecret is one identity, user id, API key or token, and the forms in which
 // Heap might echo it.
 type fuzzSecret struct {
 	id     string   // as given to the redactor
 	forms  []string // as Heap might echo it, forms[0] as sent
-	folded bool     // an identity: redacted in any ASCII case
+	folded bool     // an identity: redacted in any case (Unicode simple folding)
 	number bool     // a user id: redacted as a whole number
 }
 
@@ -125,7 +143,7 @@ type fuzzSecret struct {
 func newFuzzSecret(s string, folded bool) (fuzzSecret, bool) {
 	c := string([]rune(s)) // as Heap received it: invalid UTF-8 as U+FFFD
 	if len(c) < 4 || strings.Count(c, c[:1]) == len(c) || strings.ContainsAny(c, "[]…") ||
-		strings.Contains("redacted", asciiLower(c)) {
+		containsFold("redacted", c) {
 		return fuzzSecret{}, false
 	}
 	qe := url.QueryEscape(c)
@@ -233,15 +251,13 @@ func (s fuzzSecret) leaked(out, fixed string) (string, bool) {
 			return r
 		}, x)
 	}
+	contains := strings.Contains
 	if s.folded {
-		out, fixed = asciiLower(out), asciiLower(fixed)
+		contains = containsFold
 	}
 	for i, f := range s.forms {
 		f = blank(f)
-		if s.folded {
-			f = asciiLower(f)
-		}
-		if fixed != "" && (strings.Contains(fixed, f) || strings.Contains(f, " ")) {
+		if fixed != "" && (contains(fixed, f) || strings.Contains(f, " ")) {
 			continue
 		}
 		if i == 0 && s.number {
@@ -250,11 +266,30 @@ func (s fuzzSecret) leaked(out, fixed string) (string, bool) {
 			}
 			continue
 		}
-		if strings.Contains(out, f) {
+		if contains(out, f) {
 			return f, true
 		}
 	}
 	return "", false
+}
+
+// containsFold reports whether out holds f in any case: strings.EqualFold on
+// each stretch of out as many characters long as f.
+func containsFold(out, f string) bool {
+	n := utf8.RuneCountInString(f)
+	for i := 0; i < len(out); {
+		j := i
+		for k := 0; k < n && j < len(out); k++ {
+			_, size := utf8.DecodeRuneInString(out[j:])
+			j += size
+		}
+		if strings.EqualFold(out[i:j], f) {
+			return true
+		}
+		_, size := utf8.DecodeRuneInString(out[i:])
+		i += size
+	}
+	return false
 }
 
 // wholeNumber reports whether out shows n as a run of digits of its own, and not

@@ -2,6 +2,7 @@ package heapclient
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,9 +10,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -307,6 +310,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// secretsOf returns the secrets a request's redactor hides besides identities
+// and user ids: the API key, the token, and the key as HTTP Basic auth sends it,
+// base64 of "app:key" (padded or not, standard or URL alphabet), which a
+// proxy's error page may echo with or without its Authorization header.
+func secretsOf(app, key, token string) []string {
+	out := []string{key, token}
+	cred := []byte(app + ":" + key)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if e := enc.EncodeToString(cred); !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // redactor removes identities, user ids and secrets from text that Heap sent,
 // which might echo them, and caps its length.
 type redactor struct {
@@ -322,10 +340,14 @@ const (
 
 // sanitize returns msg fit for an error or a log line: valid UTF-8 with control
 // characters blanked, cut to maxMessage bytes (then ending in "…"), and with every
-// secret, identity (in any ASCII case) and user id (a whole number) replaced by
-// "[redacted]", whether Heap echoed it as sent, percent-encoded (a space also as
-// '+') or JSON-escaped. Two encodings nested, HTML entities and other transforms
-// are not undone.
+// secret, identity and user id (a whole number) replaced by "[redacted]", whether
+// Heap echoed it as sent, percent-encoded (a space also as '+') or JSON-escaped.
+// Identities are found in any case (Unicode simple case folding, as
+// strings.EqualFold: "ÄLICE" for "älice"), with any Unicode white space (NBSP,
+// a tab) for each white-space character, and also without the white space
+// around them, as a page or a normalising server may echo them. Two encodings
+// nested, HTML entities, collapsed white space and other transforms are not
+// undone.
 func (r redactor) sanitize(msg string) string {
 	cut := len(msg) > maxScan
 	if cut {
@@ -333,27 +355,34 @@ func (r redactor) sanitize(msg string) string {
 	}
 	msg = printable(msg)
 
-	// What to look for, as Heap received it: printable, identities in lower case.
+	// What to look for, as Heap received it: printable, identities folded.
 	var exact, folded []string
 	var ids map[string]bool
 	longest := 0
-	add := func(list []string, s string) []string {
+	variants := func(s string) []string {
 		s = printable(s)
 		longest = max(longest, len(s))
-		list = append(list, s)
 		if strings.Contains(s, "+") { // a space in a URL's query: see percentEscape
-			list = append(list, strings.ReplaceAll(s, "+", " "))
+			return []string{s, strings.ReplaceAll(s, "+", " ")}
 		}
-		return list
+		return []string{s}
 	}
 	for _, s := range r.secrets {
 		if s != "" {
-			exact = add(exact, s)
+			exact = append(exact, variants(s)...)
 		}
 	}
 	for _, u := range r.users {
 		if u.Identity != "" {
-			folded = add(folded, asciiLower(u.Identity))
+			for _, s := range variants(u.Identity) {
+				// As sent, and without the white space around it, which a page
+				// or a normalising server may drop.
+				f := foldView(view{text: s}).text
+				folded = append(folded, f)
+				if t := strings.Trim(f, " "); t != "" && t != f {
+					folded = append(folded, t)
+				}
+			}
 			continue
 		}
 		if ids == nil {
@@ -396,9 +425,9 @@ func (r redactor) sanitize(msg string) string {
 			markAll(v, v.text, s)
 		}
 		if folded != nil {
-			lower := asciiLower(v.text)
+			fv := foldView(v)
 			for _, s := range folded {
-				markAll(v, lower, s)
+				markAll(fv, fv.text, s)
 			}
 		}
 	}
@@ -426,8 +455,10 @@ func (r redactor) sanitize(msg string) string {
 	}
 	if cut && longest > 0 {
 		// An echo that the cut goes through is not found: hide where it may start.
-		// An encoded echo takes at most 6 bytes per byte (\u0041).
-		k := max(len(msg)-6*longest, 0)
+		// An echo takes at most 9 bytes per byte: a case or white-space variant
+		// is at most 3 bytes for 1 (the Kelvin sign for 'k', U+3000 for ' '),
+		// percent-encoded 3 for 1.
+		k := max(len(msg)-9*longest, 0)
 		for k > 0 && !utf8.RuneStart(msg[k]) {
 			k--
 		}
@@ -575,17 +606,51 @@ func unhex(c byte) byte {
 	return c - '0'
 }
 
-func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if c := b[j]; c >= 'A' && c <= 'Z' {
-					b[j] = c + 'a' - 'A'
-				}
-			}
-			return string(b)
+// foldView returns v with each character replaced by the smallest of its
+// Unicode simple case-folding orbit (so "Ä" and "ä", "k" and the Kelvin sign
+// compare equal) and each white-space character (NBSP, U+2028, ...) by a
+// space, mapped back to the message as v is. Bytes that are not UTF-8 stay as
+// they are.
+func foldView(v view) view {
+	b := make([]byte, 0, len(v.text))
+	at := make([]int, 0, len(v.text)+1)
+	for i := 0; i < len(v.text); {
+		r, size := utf8.DecodeRuneInString(v.text[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, v.text[i])
+		case unicode.IsSpace(r):
+			b = append(b, ' ')
+		default:
+			b = utf8.AppendRune(b, foldRune(r))
 		}
+		src := i
+		if v.at != nil {
+			src = v.at[i]
+		}
+		for len(at) < len(b) {
+			at = append(at, src)
+		}
+		i += size
 	}
-	return s
+	end := len(v.text)
+	if v.at != nil {
+		end = v.at[len(v.text)]
+	}
+	return view{text: string(b), at: append(at, end)}
+}
+
+// foldRune returns the smallest rune that strings.EqualFold takes r for.
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'a' <= r && r <= 'z' {
+			r -= 'a' - 'A'
+		}
+		return r
+	}
+	m := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		m = min(m, f)
+	}
+	return m
 }

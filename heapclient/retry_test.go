@@ -1,9 +1,11 @@
 package heapclient
 
 import (
+	"encoding/base64"
 	"errors"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -200,7 +202,7 @@ func TestSanitize(t *testing.T) {
 		{"ids 123, 1234 and 18446744073709551615", "ids [redacted], 1234 and [redacted]"},
 		{"id=123abc", "id=[redacted]abc"},
 		{"key KEY-abc token tok123", "key [redacted] token [redacted]"},
-		{"ñoño and ÑOÑO", "[redacted] and ÑOÑO"}, // case folding is ASCII only
+		{"ñoño and ÑOÑO", "[redacted] and [redacted]"}, // Unicode case folding
 		{"Alice@Example.comAlice@Example.com", "[redacted]"},
 		{"bad \xff utf8", "bad \uFFFD utf8"},
 		{strings.Repeat("a", 195) + " 123 and more", strings.Repeat("a", 195) + " …"},
@@ -230,6 +232,59 @@ func TestSanitize(t *testing.T) {
 		}
 		if got := red.sanitize(tt.in); len(got) > maxMessage+len("…") {
 			t.Errorf("sanitize(%q) is %d bytes", tt.in, len(got))
+		}
+	}
+}
+
+func TestSanitizeCaseAndSpace(t *testing.T) {
+	red := redactor{users: []User{{Identity: "älice@x.de"}, {Identity: "kelvin@x.de"}, {Identity: "Jane Q Doe"},
+		{Identity: " padded id "}, {Identity: "Straße 5"}}}
+	tests := []struct{ in, want string }{
+		// Unicode case variants, as sent, JSON-escaped or percent-encoded.
+		{"user ÄLICE@X.DE and ÄlIcE@x.De", "user [redacted] and [redacted]"},
+		{`{"identity":"\u00c4LICE@X.DE"}`, `{"identity":"[redacted]"}`},
+		{"%C3%84LICE%40X.DE", "[redacted]"},
+		{`\u212aELVIN@X.DE and \u212Aelvin@x.de`, "[redacted] and [redacted]"}, // the Kelvin sign, JSON-escaped
+		{"\u212aELVIN@X.DE", "[redacted]"},                                     // the Kelvin sign
+		{"STRASSE 5 and STRAẞE 5", "STRASSE 5 and [redacted]"},                 // simple folding: ß is not ss
+		// An identity with spaces, echoed inside quotes of any kind.
+		{`user "Jane Q Doe" not found`, `user "[redacted]" not found`},
+		{`user 'jane q doe'`, `user '[redacted]'`},
+		{"user “JANE Q DOE”", "user “[redacted]”"},
+		{`{"message":"user \"Jane Q Doe\""}`, `{"message":"user \"[redacted]\""}`},
+		{"\"Jane\u00a0Q\u2009Doe\"", "\"[redacted]\""}, // NBSP, thin space
+		{"\"Jane\tQ Doe\"", "\"[redacted]\""},
+		{`"Jane%C2%A0Q+Doe" and "Jane\u00a0Q Doe"`, `"[redacted]" and "[redacted]"`},
+		{`"padded id" and " padded id "`, `"[redacted]" and "[redacted]"`},
+	}
+	for _, tt := range tests {
+		if got := red.sanitize(tt.in); got != tt.want {
+			t.Errorf("sanitize(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSanitizeCredentials(t *testing.T) {
+	const app, key, token = "sim-app", "KEY-~~~~", "tok-5d1e0b"
+	red := redactor{secrets: secretsOf(app, key, token)}
+	cred := []byte(app + ":" + key)
+	std, raw := base64.StdEncoding.EncodeToString(cred), base64.RawStdEncoding.EncodeToString(cred)
+	urlSafe := base64.URLEncoding.EncodeToString(cred)
+	if std == raw || std == urlSafe {
+		t.Fatalf("pick credentials whose encodings differ: %s %s %s", std, raw, urlSafe)
+	}
+	tests := []struct{ in, want string }{
+		{"407 Proxy Authentication Required: got Authorization: Basic " + std, "407 Proxy Authentication Required: got Authorization: Basic [redacted]"},
+		{"credentials " + raw + " refused", "credentials [redacted] refused"},
+		{"credentials " + urlSafe, "credentials [redacted]"},
+		{"Authorization: Bearer " + token, "Authorization: Bearer [redacted]"},
+		{"basic=" + url.QueryEscape(std), "basic=[redacted]"},
+		{"basic=" + strings.ReplaceAll(std, "+", " "), "basic=[redacted]"}, // a form-decoded echo
+		{`{"headers":{"Authorization":"Basic ` + strings.ReplaceAll(std, "/", `\/`) + `"}}`, `{"headers":{"Authorization":"Basic [redacted]"}}`},
+	}
+	for _, tt := range tests {
+		if got := red.sanitize(tt.in); got != tt.want {
+			t.Errorf("sanitize(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
