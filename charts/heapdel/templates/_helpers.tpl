@@ -125,6 +125,16 @@ one replica.
 {{- end }}
 
 {{/*
+"true" when the PrometheusRule carries HeapdelDown: prometheusRule.downAlert true, or
+auto with the ServiceMonitor on. HeapdelDown fires on absent(up{...}), so without a
+scrape that yields the selector's series it would fire for ever.
+*/}}
+{{- define "heapdel.downAlert" -}}
+{{- $e := toString .Values.prometheusRule.downAlert }}
+{{- if or (eq $e "true") (and (eq $e "auto") .Values.serviceMonitor.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
 PromQL label matchers that select this release's series.
 */}}
 {{- define "heapdel.promSelector" -}}

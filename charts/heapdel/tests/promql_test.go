@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -135,8 +136,8 @@ func checkPrometheusRule(t *testing.T, pr *monitoringv1.PrometheusRule) {
 				continue
 			}
 			metricNames(t, r.Alert, r.Expr.String(), exported)
-			if s := r.Labels["severity"]; s != "critical" && s != "warning" {
-				t.Errorf("%s: severity %q, want critical or warning", r.Alert, s)
+			if s := r.Labels["severity"]; s != "critical" && s != "warning" && s != "info" {
+				t.Errorf("%s: severity %q, want critical, warning or info", r.Alert, s)
 			}
 			for _, a := range []string{"summary", "description", "runbook_url"} {
 				if strings.TrimSpace(r.Annotations[a]) == "" {
@@ -197,6 +198,12 @@ func TestAlerts(t *testing.T) {
 		"HeapdelInvalidCommands":         "heapdel_commands_total",
 		"HeapdelCommandsRolledUp":        "heapdel_commands_rollup_total",
 		"HeapdelCommandBacklogGrowing":   "heapdel_commands_backlog",
+		"HeapdelCommandsNotDraining":     "heapdel_batches_total",
+		"HeapdelRecheckTicksStopped":     "heapdel_recheck_ticks_total",
+		"HeapdelStalled":                 "heapdel_stalled",
+		"HeapdelJobsStuck":               "heapdel_jobs_stuck",
+		"HeapdelReconcilerRepaired":      "heapdel_reconciled_total",
+		"HeapdelHeapRetryAfterClamped":   "heapdel_heap_retry_after_clamped_total",
 	} {
 		names, ok := alerts[alert]
 		if !ok {
@@ -214,9 +221,65 @@ func TestAlerts(t *testing.T) {
 		"prometheusRule": map[string]any{"enabled": true},
 	}))
 	checkPrometheusRule(t, o.prometheusRule)
+	for _, r := range o.prometheusRule.Spec.Groups[0].Rules {
+		if r.Alert == "HeapdelDown" {
+			t.Error("HeapdelDown is rendered without the ServiceMonitor: absent(up{...}) would fire for ever")
+		}
+	}
 	if expr := o.prometheusRule.Spec.Groups[0].Rules[0].Expr.String(); !strings.Contains(expr, `job="heapdel",namespace="privacy"`) {
 		t.Errorf("the default selector is not the ServiceMonitor's job and namespace: %s", expr)
 	}
+}
+
+// TestDownAlertFollowsServiceMonitor checks HeapdelDown, which fires on
+// absent(up{...}), is rendered only when something yields the selector's up
+// series: the chart's ServiceMonitor (downAlert auto), or the operator's own
+// scrape config (downAlert true).
+func TestDownAlertFollowsServiceMonitor(t *testing.T) {
+	c := loadChart(t)
+	for _, tc := range []struct {
+		serviceMonitor bool
+		downAlert      any
+		want           bool
+	}{
+		{false, "auto", false},
+		{true, "auto", true},
+		{false, true, true},
+		{true, false, false},
+	} {
+		t.Run(fmt.Sprintf("serviceMonitor %v, downAlert %v", tc.serviceMonitor, tc.downAlert), func(t *testing.T) {
+			o := decodeAll(t, mustRender(t, c, map[string]any{
+				"credentials":    map[string]any{"existingSecret": "s"},
+				"serviceMonitor": map[string]any{"enabled": tc.serviceMonitor},
+				"prometheusRule": map[string]any{"enabled": true, "downAlert": tc.downAlert},
+			}))
+			got := false
+			for _, r := range o.prometheusRule.Spec.Groups[0].Rules {
+				got = got || r.Alert == "HeapdelDown"
+			}
+			if got != tc.want {
+				t.Errorf("HeapdelDown rendered: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRecheckTicksWindow checks HeapdelRecheckTicksStopped takes its window from
+// prometheusRule.thresholds.recheckTicksWindow.
+func TestRecheckTicksWindow(t *testing.T) {
+	o := decodeAll(t, mustRender(t, loadChart(t), map[string]any{
+		"credentials":    map[string]any{"existingSecret": "s"},
+		"prometheusRule": map[string]any{"enabled": true, "thresholds": map[string]any{"recheckTicksWindow": "40m"}},
+	}))
+	for _, r := range o.prometheusRule.Spec.Groups[0].Rules {
+		if r.Alert == "HeapdelRecheckTicksStopped" {
+			if !strings.Contains(r.Expr.String(), "[40m]") {
+				t.Errorf("HeapdelRecheckTicksStopped does not use the 40m window: %s", r.Expr.String())
+			}
+			return
+		}
+	}
+	t.Error("no HeapdelRecheckTicksStopped")
 }
 
 // grafanaVars replaces Grafana's interval variables with durations, so that a
