@@ -3,11 +3,14 @@ package heapclient
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +28,7 @@ const DefaultBaseURL = "https://heapanalytics.com"
 // Config configures a [Client]. Zero fields take the defaults noted.
 type Config struct {
 	BaseURL        string        // default DefaultBaseURL; http:// only for loopback hosts
-	AppID, APIKey  string        // required: the Main Production environment id and its API key
+	AppID, APIKey  string        // required: the Main Production environment id and its API key (or APIKeyFile)
 	TokenLifetime  time.Duration // refresh a token this long after fetching it; default 4m
 	RequestTimeout time.Duration // per HTTP attempt; default 30s
 	Rate           float64       // requests/second across all endpoints; default 1; +Inf = unlimited
@@ -39,9 +42,15 @@ type Config struct {
 	// batch that long. A capped wait is counted in
 	// heapdel_heap_retry_after_clamped_total and logged once per Client.
 	MaxRetryAfter time.Duration
-	HTTPClient    *http.Client   // default: own client with tuned, reused transport
-	Logger        zerolog.Logger // zero value = no logging
-	Registerer    prometheus.Registerer
+	// APIKeyFile, when set, is a file holding the API key (surrounding white
+	// space trimmed), such as a mounted Kubernetes Secret; APIKey is then
+	// ignored. New reads it, and the client reads it again when auth_token
+	// answers 401, at most once per 10 s, and retries the token fetch once if
+	// the key changed: a rotated key is picked up without a restart.
+	APIKeyFile string
+	HTTPClient *http.Client   // default: own client with tuned, reused transport
+	Logger     zerolog.Logger // zero value = no logging
+	Registerer prometheus.Registerer
 }
 
 // withDefaults returns c with every zero field set to its default: the one place
@@ -90,8 +99,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.AppID == "":
 		return errors.New("heapclient config: AppID is required")
-	case c.APIKey == "":
-		return errors.New("heapclient config: APIKey is required")
+	case c.APIKey == "" && c.APIKeyFile == "":
+		return errors.New("heapclient config: APIKey or APIKeyFile is required")
 	case c.TokenLifetime < 0:
 		return errors.New("heapclient config: TokenLifetime must not be negative")
 	case c.RequestTimeout < 0:
@@ -156,11 +165,16 @@ type Client struct {
 	tok     tokenCache
 	now     func() time.Time // time.Now; tests move it
 
+	keyMu   sync.Mutex
+	key     string    // the API key in use: APIKey, or APIKeyFile's
+	keyRead time.Time // when APIKeyFile was last read
+
 	clampLogged atomic.Bool // a capped Retry-After was logged: once per Client
 }
 
 // New returns a Client for cfg, with defaults filled in. Its error names the
-// invalid Config field, or says that the metrics could not be registered.
+// invalid Config field (APIKeyFile if it cannot be read or is empty, never
+// quoting its contents), or says that the metrics could not be registered.
 func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -169,6 +183,12 @@ func New(cfg Config) (*Client, error) {
 	base, err := parseBaseURL(cfg.BaseURL)
 	if err != nil {
 		return nil, err
+	}
+	key := cfg.APIKey
+	if cfg.APIKeyFile != "" {
+		if key, err = readKeyFile(cfg.APIKeyFile); err != nil {
+			return nil, err
+		}
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -186,7 +206,67 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		m:       m,
 		now:     time.Now,
+		key:     key,
+		keyRead: time.Now(),
 	}, nil
+}
+
+// keyRereadInterval is the shortest time between two reads of APIKeyFile: a
+// burst of 401s reads it once.
+const keyRereadInterval = 10 * time.Second
+
+// readKeyFile returns the trimmed contents of an API key file. Its error names
+// the file, never its contents.
+func readKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is named below
+		}
+		return "", fmt.Errorf("heapclient config: APIKeyFile %s cannot be read: %w", path, err)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("heapclient config: APIKeyFile %s is empty", path)
+	}
+	return key, nil
+}
+
+// apiKey returns the API key in use.
+func (c *Client) apiKey() string {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	return c.key
+}
+
+// rereadKey reads APIKeyFile again after auth_token refused the key, unless it
+// was read less than keyRereadInterval ago, and reports whether it now holds
+// another key: a Secret rotated in place is picked up without a restart. It
+// never logs the key.
+func (c *Client) rereadKey() bool {
+	if c.cfg.APIKeyFile == "" {
+		return false
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	now := c.now()
+	if now.Sub(c.keyRead) < keyRereadInterval {
+		return false
+	}
+	c.keyRead = now
+	key, err := readKeyFile(c.cfg.APIKeyFile)
+	switch {
+	case err != nil:
+		c.log.Warn().Err(err).Msg("heap refused the API key, and the key file could not be read again")
+		return false
+	case key == c.key:
+		c.log.Debug().Msg("heap refused the API key; the key file still holds the same key")
+		return false
+	}
+	c.key = key
+	c.log.Info().Str("file", c.cfg.APIKeyFile).Msg("heap refused the API key; the key file holds a new one, fetching a token with it")
+	return true
 }
 
 // httpClient returns the client to send with. It never follows redirects: a

@@ -193,8 +193,9 @@ func (c *Client) exchange(ctx context.Context, req request, token string) error 
 	if err != nil {
 		return errorf(ep, "building the request: %w", err)
 	}
+	key := c.apiKey()
 	if token == "" {
-		hr.SetBasicAuth(c.cfg.AppID, c.cfg.APIKey)
+		hr.SetBasicAuth(c.cfg.AppID, key)
 	} else {
 		hr.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -212,7 +213,7 @@ func (c *Client) exchange(ctx context.Context, req request, token string) error 
 		resp.Body.Close()
 	}
 	c.m.duration.WithLabelValues(ep).Observe(time.Since(start).Seconds())
-	red := redactor{users: req.users, secrets: secretsOf(c.cfg.AppID, c.cfg.APIKey, token)}
+	red := redactor{users: req.users, secrets: secretsOf(c.cfg.AppID, key, token)}
 	if err != nil && req.acts && a.code >= 200 && a.code < 300 {
 		// Heap said yes before the body broke off: sending again could delete
 		// the users twice over, in two deletion requests.

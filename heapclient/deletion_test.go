@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -566,6 +568,118 @@ func TestTokenExpiresMidRun(t *testing.T) {
 		t.Errorf("token fetches ok = %v, want 2", got)
 	}
 	assertNoLeak(t, e)
+}
+
+func TestAPIKeyFileRotation(t *testing.T) {
+	const key1, key2 = "key-one-SECRET-91b2", "key-two-SECRET-4c7d"
+	path := filepath.Join(t.TempDir(), "api-key")
+	write := func(key string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(key1)
+	e := newEnv(t, envOpts{sim: heaptest.Options{AppID: testApp, APIKey: key1},
+		cfg: func(c *Config) { c.APIKey, c.APIKeyFile = "", path }})
+	clk := &clock{t: time.Now()}
+	e.c.now = clk.Now
+	ctx := t.Context()
+	var errs []error
+	submit := func() error {
+		_, err := e.c.Submit(ctx, leakUsers)
+		errs = append(errs, err)
+		return err
+	}
+
+	if err := submit(); err != nil {
+		t.Fatalf("with the file's key: %v", err)
+	}
+	// Heap's key is rotated; the mounted Secret is not updated yet.
+	e.sim.SetAPIKey(testApp, key2)
+	e.sim.ExpireTokens()
+	steps := []struct {
+		name      string
+		advance   time.Duration
+		file      string // written before the step, if set
+		wantErr   error
+		wantFetch int // auth_token requests so far
+	}{
+		{"file read moments ago: not read again", 0, "", ErrUnauthorized, 2},
+		{"file read again, same key", keyRereadInterval, "", ErrUnauthorized, 3},
+		{"file updated, but read less than 10s ago", keyRereadInterval - time.Second, key2, ErrUnauthorized, 4},
+		{"file read again, new key: fetch retried once", time.Second, "", nil, 6},
+		{"the new key stays", time.Minute, "", nil, 6},
+	}
+	for _, s := range steps {
+		clk.Add(s.advance)
+		if s.file != "" {
+			write(s.file)
+		}
+		err := submit()
+		if (s.wantErr == nil) != (err == nil) || s.wantErr != nil && !errors.Is(err, s.wantErr) {
+			t.Fatalf("%s: got %v, want %v", s.name, err, s.wantErr)
+		}
+		if got := len(e.requests(epAuth)); got != s.wantFetch {
+			t.Fatalf("%s: %d token fetches, want %d", s.name, got, s.wantFetch)
+		}
+	}
+	if n := len(e.sim.Submissions()); n != 3 {
+		t.Errorf("%d submissions, want 3", n)
+	}
+	texts := e.logs.String()
+	for _, err := range errs {
+		if err != nil {
+			texts += err.Error()
+		}
+	}
+	for _, k := range []string{key1, key2} {
+		if strings.Contains(texts, k) {
+			t.Errorf("the key %q shows in an error or a log line", k)
+		}
+	}
+	if !strings.Contains(texts, "the key file holds a new one") {
+		t.Errorf("the new key was not logged:\n%s", texts)
+	}
+}
+
+func TestAPIKeyFileConfig(t *testing.T) {
+	dir := t.TempDir()
+	good, empty := filepath.Join(dir, "key"), filepath.Join(dir, "empty")
+	if err := os.WriteFile(good, []byte("  file-key-SECRET\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, key, file string
+		wantErr         string
+	}{
+		{"file only", "", good, ""},
+		{"file wins over the key", "given-key", good, ""},
+		{"neither", "", "", "APIKey or APIKeyFile"},
+		{"missing file", "", filepath.Join(dir, "nope"), "APIKeyFile"},
+		{"empty file", "", empty, "APIKeyFile"},
+		{"a directory", "", dir, "APIKeyFile"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(Config{AppID: "a", APIKey: tt.key, APIKeyFile: tt.file})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want an error naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.apiKey() != "file-key-SECRET" {
+				t.Errorf("key in use is not the file's, trimmed")
+			}
+		})
+	}
 }
 
 func TestTokenLifetime(t *testing.T) {

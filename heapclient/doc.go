@@ -16,6 +16,11 @@
 // fetched for that very call, or a 401 on auth_token, returns [ErrUnauthorized]:
 // the client never loops on bad credentials.
 //
+// With Config.APIKeyFile (a mounted Kubernetes Secret, say), a 401 on
+// auth_token makes the client read the file again, at most once per 10 s, and
+// fetch the token once more if the file now holds another key, so a rotated
+// key is picked up without a restart. The key is never logged.
+//
 // # Errors
 //
 // Every exported function's errors fall in these classes, told apart with

@@ -77,7 +77,7 @@ func (c *Client) fetch(ctx context.Context, f *flight) {
 		Token string `json:"access_token"`
 	}
 	start := c.now()
-	err := c.exchange(ctx, request{
+	req := request{
 		endpoint: epAuth,
 		method:   http.MethodPost,
 		url:      c.base + pathAuth,
@@ -90,7 +90,11 @@ func (c *Client) fetch(ctx context.Context, f *flight) {
 			}
 			return nil
 		},
-	}, "")
+	}
+	err := c.exchange(ctx, req, "")
+	if errors.Is(err, ErrUnauthorized) && ctx.Err() == nil && c.rereadKey() {
+		err = c.exchange(ctx, req, "") // once: the key file holds a new key
+	}
 	var re *RetryableError
 	switch {
 	case err == nil:

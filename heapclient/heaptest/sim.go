@@ -88,11 +88,11 @@ type Deletion struct {
 // [New] or [NewServer].
 type Sim struct {
 	opts Options
-	apps map[string]string // app id → API key, read-only after New
-	done chan struct{}     // closed by Server.Close to end injected latency
+	done chan struct{} // closed by Server.Close to end injected latency
 	stop sync.Once
 
 	mu          sync.Mutex
+	apps        map[string]string // app id → API key
 	tokens      map[string]token
 	sweepAt     int
 	deletions   map[string]deletion
@@ -252,7 +252,9 @@ func (s *Sim) serveAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	app, key, ok := r.BasicAuth()
+	s.mu.Lock()
 	want, known := s.apps[app]
+	s.mu.Unlock()
 	if !ok || !known || key != want {
 		writeError(w, http.StatusUnauthorized, "Unauthorized: invalid app_id or api_key")
 		return
@@ -506,6 +508,16 @@ func (s *Sim) SubmittedUsers() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.users
+}
+
+// SetAPIKey gives app appID the API key key, as rotating the key in Heap does:
+// auth_token refuses the old key with 401 from now on. Tokens issued before stay
+// valid until they expire (Heap documents nothing here; call [Sim.ExpireTokens]
+// for the other case). An unknown appID becomes a further app.
+func (s *Sim) SetAPIKey(appID, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apps[appID] = key
 }
 
 // ExpireTokens makes every token issued so far answer 401, as if its lifetime had

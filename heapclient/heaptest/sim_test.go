@@ -122,6 +122,19 @@ func TestAuthToken(t *testing.T) {
 	}
 }
 
+func TestSetAPIKey(t *testing.T) {
+	sim := heaptest.New(heaptest.Options{AppID: "app1", APIKey: "key1"})
+	tok := token(t, sim, "app1", "key1")
+	sim.SetAPIKey("app1", "key2")
+	if rep := do(t, sim, http.MethodPost, "/api/public/v0/auth_token", "basic:app1:key1", ""); rep.code != 401 {
+		t.Errorf("old key after rotation: got %d, want 401", rep.code)
+	}
+	token(t, sim, "app1", "key2")
+	if rep := do(t, sim, "GET", "/api/public/v0/deletion_status/x", "bearer:"+tok, ""); rep.code != 404 {
+		t.Errorf("a token issued before the rotation: got %d, want 404 (still valid)", rep.code)
+	}
+}
+
 func TestTokenExpiry(t *testing.T) {
 	clk := newClock()
 	sim := heaptest.New(heaptest.Options{TokenTTL: time.Minute, Now: clk.Now})
