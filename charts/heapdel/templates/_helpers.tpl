@@ -186,6 +186,29 @@ heapdel.validate stops rendering with one clear message when the values cannot w
 {{- if and (not .Values.nats.url) (gt (int .Values.replicaCount) 1) }}
 {{- fail "heapdel: nats.url is empty, which starts an embedded NATS server in each pod; the pods would not share state. Set nats.url to your NATS cluster, or replicaCount to 1 to try heapdel out." }}
 {{- end }}
+{{- if include "heapdel.pdbEnabled" . }}
+{{- $r := int .Values.replicaCount }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $max := toString $pdb.maxUnavailable }}
+{{- $min := toString $pdb.minAvailable }}
+{{- $blocks := "" }}
+{{- if ne $max "" }}
+{{- if or (eq $max "0") (eq $max "0%") }}
+{{- $blocks = printf "maxUnavailable is %s" $max }}
+{{- end }}
+{{- else if hasSuffix "%" $min }}
+{{- $pct := int (trimSuffix "%" $min) }}
+{{- /* Kubernetes rounds a minAvailable percentage up. */}}
+{{- if ge (div (add (mul $pct $r) 99) 100) $r }}
+{{- $blocks = printf "minAvailable %s of %d replicas is every replica" $min $r }}
+{{- end }}
+{{- else if ge (int $min) $r }}
+{{- $blocks = printf "minAvailable %s is not below replicaCount %d" $min $r }}
+{{- end }}
+{{- if $blocks }}
+{{- fail (printf "heapdel: the PodDisruptionBudget would never allow an eviction (%s), so node drains and cluster upgrades would hang. Lower podDisruptionBudget.minAvailable below replicaCount, set maxUnavailable to 1 or more, raise replicaCount, or set podDisruptionBudget.enabled=false (with one replica, auto leaves it out)." $blocks) }}
+{{- end }}
+{{- end }}
 {{- if and (not .Values.nats.url) (ne .Values.nats.auth "none") }}
 {{- fail "heapdel: nats.auth is set but nats.url is empty (the embedded server takes no credentials). Set nats.url, or nats.auth to none." }}
 {{- end }}

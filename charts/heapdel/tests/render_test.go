@@ -663,7 +663,7 @@ func TestPodDisruptionBudgetAuto(t *testing.T) {
 	}{
 		{2, "auto", true},
 		{1, "auto", false},
-		{1, true, true},
+		{3, true, true},
 		{3, false, false},
 	} {
 		t.Run(fmt.Sprintf("%d replicas, %v", tc.replicas, tc.enabled), func(t *testing.T) {
@@ -672,8 +672,51 @@ func TestPodDisruptionBudgetAuto(t *testing.T) {
 				"podDisruptionBudget": map[string]any{"enabled": tc.enabled},
 				"credentials":         map[string]any{"existingSecret": "s"},
 			})
-			if got := decodeAll(t, r).pdb != nil; got != tc.want {
+			pdb := decodeAll(t, r).pdb
+			if got := pdb != nil; got != tc.want {
 				t.Errorf("PodDisruptionBudget rendered: %v, want %v", got, tc.want)
+			}
+			if pdb != nil && (pdb.Spec.UnhealthyPodEvictionPolicy == nil || *pdb.Spec.UnhealthyPodEvictionPolicy != policyv1.AlwaysAllow) {
+				t.Errorf("unhealthyPodEvictionPolicy %v, want AlwaysAllow: a crash-looping pod must not block a drain", pdb.Spec.UnhealthyPodEvictionPolicy)
+			}
+		})
+	}
+}
+
+// TestPodDisruptionBudgetAllowsEvictions checks the chart refuses a budget that
+// can never allow an eviction, which would hang every node drain, and accepts the
+// ones that can.
+func TestPodDisruptionBudgetAllowsEvictions(t *testing.T) {
+	c := loadChart(t)
+	for _, tc := range []struct {
+		replicas int
+		pdb      map[string]any
+		ok       bool
+	}{
+		{1, map[string]any{"enabled": true}, false},
+		{2, map[string]any{"minAvailable": 2}, false},
+		{3, map[string]any{"minAvailable": 5}, false},
+		{2, map[string]any{"maxUnavailable": 0}, false},
+		{2, map[string]any{"maxUnavailable": "0%"}, false},
+		{3, map[string]any{"minAvailable": "100%"}, false},
+		{3, map[string]any{"minAvailable": "70%"}, false}, // rounds up to 3
+		{3, map[string]any{"minAvailable": "50%"}, true},  // 2 of 3
+		{2, map[string]any{"minAvailable": 1}, true},
+		{1, map[string]any{"enabled": true, "maxUnavailable": 1}, true},
+		{2, map[string]any{"maxUnavailable": "50%"}, true},
+		{1, map[string]any{"enabled": "auto", "minAvailable": 1}, true}, // auto: no budget
+	} {
+		t.Run(fmt.Sprintf("%d replicas %v", tc.replicas, tc.pdb), func(t *testing.T) {
+			_, err := render(t, c, releaseName, map[string]any{
+				"replicaCount":        tc.replicas,
+				"podDisruptionBudget": tc.pdb,
+				"credentials":         map[string]any{"existingSecret": "s"},
+			})
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("render: %v", err)
+			case !tc.ok && (err == nil || !strings.Contains(err.Error(), "would never allow an eviction")):
+				t.Fatalf("got %v, want the chart to refuse a budget that blocks every eviction", err)
 			}
 		})
 	}
