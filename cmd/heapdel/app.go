@@ -66,7 +66,8 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 			port = 4222
 		}
 		var err error
-		srv, err = embedded.Start(embedded.Options{Port: port, StoreDir: cfg.DataDir})
+		// The service's own store: what it acknowledges must survive a power loss.
+		srv, err = embedded.Start(embedded.Options{Port: port, StoreDir: cfg.DataDir, SyncAlways: true})
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w (HEAPDEL_DATA_DIR=%s)", err, cfg.DataDir)
 		}
