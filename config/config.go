@@ -53,7 +53,10 @@ type Config struct {
 	HeapAppID string
 	// HeapAPIKey is the Heap API key: given directly, or read from
 	// HeapAPIKeyFile by [Loader.Load].
-	HeapAPIKey     string
+	HeapAPIKey string
+	// HeapAPIKeyFile, when set, is the file the key comes from; it goes on to
+	// the Heap client (heapclient.Config.APIKeyFile), which reads it again
+	// when Heap refuses the key, so that a rotated Secret needs no restart.
 	HeapAPIKeyFile string
 	HeapBaseURL    string
 

@@ -24,7 +24,8 @@
 //	HEAPDEL_DATA_DIR                ./heapdel-data             the embedded server's storage
 //	HEAPDEL_HEAP_APP_ID             required                   Heap Main Production environment id; no whitespace
 //	HEAPDEL_HEAP_API_KEY            required, or the _FILE     Heap API key, trimmed (secret)
-//	HEAPDEL_HEAP_API_KEY_FILE       (empty)                    file holding the Heap API key, trimmed; exactly one of the two
+//	HEAPDEL_HEAP_API_KEY_FILE       (empty)                    file holding the Heap API key, trimmed; exactly one of the two;
+//	                                                           read again when Heap refuses the key (a rotated Secret, no restart)
 //	HEAPDEL_HEAP_BASE_URL           https://heapanalytics.com  Heap API; plain http only to a loopback host
 //	HEAPDEL_HEAP_RATE               1                          Heap requests per second (token bucket), > 0
 //	HEAPDEL_HEAP_BURST              1                          token bucket size, ≥ 1 (extra)

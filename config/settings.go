@@ -144,7 +144,7 @@ func settings() []setting {
 		},
 		{
 			env:   "HEAPDEL_HEAP_API_KEY_FILE",
-			usage: "file holding the Heap API key (surrounding whitespace trimmed), instead of HEAPDEL_HEAP_API_KEY",
+			usage: "file holding the Heap API key (surrounding whitespace trimmed), instead of HEAPDEL_HEAP_API_KEY; read again when Heap refuses the key, so a rotated Secret needs no restart",
 			get:   func(c *Config) any { return c.HeapAPIKeyFile },
 			parse: func(c *Config, v string) error { c.HeapAPIKeyFile = v; return nil },
 			check: func(c *Config) error { return checkKeyFile(c.HeapAPIKeyFile) },
