@@ -124,6 +124,7 @@ func newHeapClient(cfg config.Config, log zerolog.Logger, reg prometheus.Registe
 		BaseURL:        cfg.HeapBaseURL,
 		AppID:          cfg.HeapAppID,
 		APIKey:         cfg.HeapAPIKey,
+		APIKeyFile:     cfg.HeapAPIKeyFile, // read again when Heap refuses the key: a rotated Secret needs no restart
 		RequestTimeout: cfg.HeapTimeout,
 		Rate:           cfg.HeapRate,
 		Burst:          cfg.HeapBurst,
