@@ -525,8 +525,50 @@ func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, sel map[st
 		protos = append(protos, string(*p.Protocol)+"/"+p.Port.String())
 	}
 	sort.Strings(protos)
-	if !slices.Equal(protos, []string{"TCP/53", "UDP/53"}) {
-		t.Errorf("DNS egress ports %v, want TCP/53 and UDP/53", protos)
+	if !slices.Contains(protos, "TCP/53") || !slices.Contains(protos, "UDP/53") {
+		t.Errorf("DNS egress ports %v, want TCP/53 and UDP/53 among them", protos)
+	}
+	for _, p := range protos {
+		other := "TCP/" + strings.TrimPrefix(p, "UDP/")
+		if strings.HasPrefix(p, "TCP/") {
+			other = "UDP/" + strings.TrimPrefix(p, "TCP/")
+		}
+		if !slices.Contains(protos, other) {
+			t.Errorf("DNS egress allows %s but not %s: large answers fall back to TCP", p, other)
+		}
+	}
+}
+
+// TestNetworkPolicyDNSDefaults checks the default DNS egress reaches NodeLocal
+// DNSCache (169.254.20.10, host network) and OpenShift's DNS pods (port 5353), not
+// only kube-dns pods on port 53.
+func TestNetworkPolicyDNSDefaults(t *testing.T) {
+	o := decodeAll(t, mustRender(t, loadChart(t), map[string]any{
+		"credentials":   map[string]any{"existingSecret": "s"},
+		"networkPolicy": map[string]any{"enabled": true},
+	}))
+	dns := o.networkPolicy.Spec.Egress[1]
+	var protos []string
+	for _, p := range dns.Ports {
+		protos = append(protos, string(*p.Protocol)+"/"+p.Port.String())
+	}
+	sort.Strings(protos)
+	if want := []string{"TCP/53", "TCP/5353", "UDP/53", "UDP/5353"}; !slices.Equal(protos, want) {
+		t.Errorf("DNS egress ports %v, want %v", protos, want)
+	}
+	var nodeLocal, kubeDNS, openshift bool
+	for _, peer := range dns.To {
+		switch {
+		case peer.IPBlock != nil && peer.IPBlock.CIDR == "169.254.20.10/32":
+			nodeLocal = true
+		case peer.PodSelector != nil && peer.PodSelector.MatchLabels["k8s-app"] == "kube-dns":
+			kubeDNS = true
+		case peer.NamespaceSelector != nil && peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] == "openshift-dns":
+			openshift = true
+		}
+	}
+	if !nodeLocal || !kubeDNS || !openshift {
+		t.Errorf("DNS peers %+v: NodeLocal DNSCache %v, kube-dns %v, OpenShift DNS %v; want all", dns.To, nodeLocal, kubeDNS, openshift)
 	}
 }
 
