@@ -38,8 +38,9 @@ type batcher struct {
 	flushCtx context.Context
 	abort    context.CancelFunc
 
-	mu   sync.Mutex
-	held map[*batch]struct{}
+	mu       sync.Mutex
+	held     map[*batch]struct{}
+	inflight map[uint64]struct{} // stream sequences taken and not yet settled
 	wg   sync.WaitGroup
 	done chan struct{} // closed when run returns: intake then naks instead of blocking
 }
@@ -58,6 +59,7 @@ func newBatcher(s *Service) *batcher {
 		flushCtx: ctx,
 		abort:    cancel,
 		held:     make(map[*batch]struct{}),
+		inflight: make(map[uint64]struct{}),
 		done:     make(chan struct{}),
 	}
 }
@@ -71,6 +73,14 @@ func (s *Service) onCommand(msg jetstream.Msg) {
 	if it.delivered > 1 {
 		s.m.redeliveries.Inc()
 	}
+	if !s.batcher.take(it.seq) {
+		// A second copy of a command this process holds (JetStream redelivered it
+		// while it waited in the client's buffer on a starved machine). The copy
+		// is left alone: the first one settles the message, and submitting both
+		// would send the user to Heap twice.
+		s.log.Debug().Uint64("stream_seq", it.seq).Msg("second delivery of a command already in flight here: ignored")
+		return
+	}
 	if r := msg.Headers().Get(nats.MsgRollup); r != "" && it.delivered <= 1 {
 		s.rolledUp(r, it.seq)
 	}
@@ -78,7 +88,7 @@ func (s *Service) onCommand(msg jetstream.Msg) {
 	select {
 	case s.batcher.in <- it:
 	case <-s.batcher.done:
-		_ = msg.Nak() // shutting down: another replica, or the next start, takes it
+		s.giveBack([]item{it}, nil) // shutting down: another replica, or the next start, takes it
 	}
 }
 
@@ -167,12 +177,12 @@ func (b *batcher) run(ctx context.Context) {
 		case <-ctx.Done():
 			// Stopped without a shutdown: give back what was gathered and buffered.
 			if cur != nil {
-				b.s.release(cur.items)
+				b.s.giveBack(cur.items, nil)
 			}
 			for {
 				select {
 				case it := <-b.in:
-					b.s.release([]item{it})
+					b.s.giveBack([]item{it}, nil)
 					continue
 				default:
 				}
@@ -217,7 +227,7 @@ func (b *batcher) dispatch(bt *batch) {
 		select {
 		case b.slots <- struct{}{}:
 		case <-b.flushCtx.Done():
-			b.s.release(bt.items)
+			b.s.giveBack(bt.items, nil)
 			b.forget(bt)
 			return
 		}
@@ -230,7 +240,24 @@ func (b *batcher) dispatch(bt *batch) {
 func (b *batcher) forget(bt *batch) {
 	b.mu.Lock()
 	delete(b.held, bt)
+	for _, it := range bt.items {
+		delete(b.inflight, it.seq)
+	}
 	b.mu.Unlock()
+}
+
+// take records seq as in flight; false means it already is.
+func (b *batcher) take(seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.inflight[seq]; ok {
+		return false
+	}
+	b.inflight[seq] = struct{}{}
+	return true
 }
 
 // touch tells JetStream that messages held longer than a quarter of AckWait are

@@ -84,6 +84,9 @@ type Config struct {
 	// doubles per delivery up to 2m (10× and 5m when Heap rejects the credentials).
 	// Default 2s.
 	RetryDelay time.Duration
+	// ReconcileInterval is how often the job store is reconciled with the followed
+	// Heap requests (reconcile.go). Default 10 × RecheckInterval.
+	ReconcileInterval time.Duration
 }
 
 var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -160,6 +163,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 10 * c.RecheckInterval
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = 2 * time.Second
@@ -250,13 +256,16 @@ type Service struct {
 	recheckCtx    jetstream.ConsumeContext
 	credsRejected atomic.Bool
 	indexBroken   atomic.Bool
-	started       atomic.Bool
-	runCtx        context.Context
-	closeOnce     sync.Once
-	cancel        context.CancelFunc
-	wg            sync.WaitGroup
-	batcher       *batcher
-	scheduleMode  ScheduleMode
+	stalls        [2]stall // by cause: causeStore, causeSchedule
+	// reconciledOnce is set after this replica's first reconciliation.
+	reconciledOnce atomic.Bool
+	started        atomic.Bool
+	runCtx         context.Context
+	closeOnce      sync.Once
+	cancel         context.CancelFunc
+	wg             sync.WaitGroup
+	batcher        *batcher
+	scheduleMode   ScheduleMode
 }
 
 // Option changes a Service built by [New].
@@ -359,6 +368,11 @@ func (s *Service) Ready() error {
 	case s.indexBroken.Load():
 		return errors.New("the watch of pending Heap requests is being restarted")
 	}
+	for i := range s.stalls {
+		if err := s.stalls[i].err.Load(); err != nil {
+			return *err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.consumeCtx == nil {
@@ -415,6 +429,40 @@ func (s *Service) Close(ctx context.Context) error {
 	return err
 }
 
+// The causes of stalled work that are not Heap's, each a heapdel_stalled{cause}
+// gauge and a readiness reason.
+const (
+	causeStore    = "store"
+	causeSchedule = "schedule"
+)
+
+// stall is one cause's state: the error that stalls work, or nil.
+type stall struct{ err atomic.Pointer[error] }
+
+// stalled records that work is stalled by cause (err non-nil) or moves again (nil).
+func (s *Service) stalled(cause string, err error) {
+	i := 0
+	if cause == causeSchedule {
+		i = 1
+	}
+	if err == nil {
+		if s.stalls[i].err.Swap(nil) != nil {
+			s.m.stalled.WithLabelValues(cause).Set(0)
+			s.log.Info().Str("cause", cause).Msg("no longer stalled")
+		}
+		return
+	}
+	var wrapped error
+	switch cause {
+	case causeStore:
+		wrapped = fmt.Errorf("the job store refuses writes (is a bucket full, or a NATS leader being elected? runbook: HeapdelStalled): %w", err)
+	default:
+		wrapped = fmt.Errorf("recheck schedule: %w", err)
+	}
+	s.stalls[i].err.Store(&wrapped)
+	s.m.stalled.WithLabelValues(cause).Set(1)
+}
+
 func (s *Service) setCredsRejected(rejected bool) {
 	if s.credsRejected.Swap(rejected) != rejected {
 		if rejected {
@@ -427,8 +475,11 @@ func (s *Service) setCredsRejected(rejected bool) {
 func (s *Service) gauges(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	for {
+	for n := 0; ; n++ {
 		s.refreshGauges(ctx)
+		if n%15 == 0 && s.scheduleMode == ScheduleServer {
+			s.watchSchedule(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -83,10 +83,11 @@ func TestInvalidCommandsForOneRequestIDGetTheirOwnEvents(t *testing.T) {
 	}
 }
 
-// A command redelivered after some of its events were stored publishes them again
-// with the same ids, so the stream keeps one copy of each transition. The status
-// stream is made to hold one message: the submitted event is stored, the processing
-// event refused, and the command is given back and redelivered until there is room.
+// After Heap accepted a batch, a status stream that refuses events delays them, never
+// resubmits: the command is kept in progress and the events retried until there is
+// room, with the same ids, so the stream keeps one copy of each transition. The
+// status stream is made to hold one message: the submitted event is stored, the
+// processing event refused.
 func TestRedeliveredCommandKeepsEventIDs(t *testing.T) {
 	e := newEnv(t, heaptest.Options{}, nil)
 	e.replica(nil)
@@ -106,10 +107,10 @@ func TestRedeliveredCommandKeepsEventIDs(t *testing.T) {
 	reg := e.regs[0]
 	e.mu.Unlock()
 	eventually(t, 20*time.Second, func() string {
-		if n := counter(t, reg, "heapdel_commands_redelivered_total"); n < 2 {
-			return fmt.Sprintf("%v redeliveries, want a few while the status stream is full", n)
+		if n := counter(t, reg, "heapdel_store_retries_total"); n < 2 {
+			return fmt.Sprintf("%v store retries, want a few while the status stream is full", n)
 		}
-		return ""
+		return gaugesAre(reg, map[string]float64{"heapdel_stalled/store": 1})
 	})
 	if got := e.statuses("redeliver-1"); !slices.Equal(got, lifetime[:1]) {
 		t.Fatalf("events while the stream is full: %v, want only submitted", got)
@@ -134,6 +135,13 @@ func TestRedeliveredCommandKeepsEventIDs(t *testing.T) {
 			t.Errorf("event %s stored %d times, want once", id, n)
 		}
 	}
+	if n := counter(t, reg, "heapdel_commands_redelivered_total"); n != 0 {
+		t.Errorf("%v redeliveries: the command was given back after Heap accepted it", n)
+	}
+	if n := len(e.sim.Submissions()); n != 1 {
+		t.Errorf("%d Heap submissions, want 1", n)
+	}
+	eventually(t, 10*time.Second, func() string { return gaugesAre(reg, map[string]float64{"heapdel_stalled/store": 0}) })
 }
 
 // counter returns the value of an unlabelled counter in reg.

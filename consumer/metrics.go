@@ -16,7 +16,7 @@ type metrics struct {
 	oldestPending   prometheus.Gauge
 	duration        prometheus.Histogram
 	batches         *prometheus.CounterVec // trigger: size, wait, shutdown
-	heapFailures    *prometheus.CounterVec // kind: retryable, rejected, unauthorized, other
+	heapFailures    *prometheus.CounterVec // kind: retryable, rejected, unauthorized, unreadable, other
 	credsRejected   prometheus.Counter
 	rechecks        *prometheus.CounterVec // result: pending, complete, not_found, timeout, error
 	ticks           prometheus.Counter
@@ -29,7 +29,18 @@ type metrics struct {
 	completedLate   prometheus.Counter
 	rollups         prometheus.Counter
 	tickDuration    prometheus.Histogram
+	stalled         *prometheus.GaugeVec // cause: store, schedule
+	storeRetries    prometheus.Counter
+	reconciled      *prometheus.CounterVec // what: refollowed, orphaned_claim, missing_job
+	jobsStuck       *prometheus.GaugeVec   // reason: held, orphaned
 }
+
+// What the reconciler (and a re-send taking over a claim) repaired.
+const (
+	repairRefollowed    = "refollowed"
+	repairOrphanedClaim = "orphaned_claim"
+	repairMissingJob    = "missing_job"
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -60,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"trigger"}),
 		heapFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "heapdel_heap_submit_failures_total",
-			Help: "Heap submissions that failed, by kind (retryable, rejected, unauthorized, other).",
+			Help: "Heap submissions that failed, by kind (retryable, rejected, unauthorized, unreadable: a 2xx without a deletion request id, other).",
 		}, []string{"kind"}),
 		credsRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "heapdel_heap_credentials_rejected_total",
@@ -111,13 +122,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "heapdel_commands_rollup_total",
 			Help: "Commands that arrived with a Nats-Rollup header: JetStream deleted the commands queued before each of them on its subject (or in the whole stream), so deletions may have been lost.",
 		}),
+		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "heapdel_stalled",
+			Help: "1 while work is stalled by a cause outside Heap: store (the job store or request bucket refuses writes; batches are kept and retried), schedule (the recheck schedule is missing).",
+		}, []string{"cause"}),
+		storeRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "heapdel_store_retries_total",
+			Help: "Job-store or status-event writes retried after Heap had accepted a batch (never resubmitted).",
+		}),
+		reconciled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "heapdel_reconciled_total",
+			Help: "Jobs repaired by reconciliation: refollowed (processing but its Heap request no longer followed), orphaned_claim (claimed by a command no longer in the stream), missing_job (a followed Heap request member without a job record).",
+		}, []string{"what"}),
+		jobsStuck: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "heapdel_jobs_stuck",
+			Help: "Jobs found at the last reconciliation that wait for a person: held (Heap answered 2xx without a deletion request id), orphaned (claimed by a command no longer in the stream; waits for a re-send).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commands, m.statusEvents, m.jobsPending, m.oldestPending,
 		m.duration, m.batches, m.heapFailures, m.credsRejected, m.rechecks, m.ticks, m.ready, m.backlog,
-		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate, m.tickDuration, m.rollups} {
+		m.redeliveries, m.pendingRequests, m.deadlineDue, m.deadlineBreach, m.completedLate, m.tickDuration, m.rollups,
+		m.stalled, m.storeRetries, m.reconciled, m.jobsStuck} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -132,7 +160,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, st := range []string{"submitted", "processing", "complete", "failed"} {
 		m.statusEvents.WithLabelValues(st)
 	}
-	for _, k := range []string{"retryable", "rejected", "unauthorized", "other"} {
+	for _, c := range []string{causeStore, causeSchedule} {
+		m.stalled.WithLabelValues(c)
+	}
+	for _, w := range []string{repairRefollowed, repairOrphanedClaim, repairMissingJob} {
+		m.reconciled.WithLabelValues(w)
+	}
+	for _, r := range []string{stateHeld, "orphaned"} {
+		m.jobsStuck.WithLabelValues(r)
+	}
+	for _, k := range []string{"retryable", "rejected", "unauthorized", "unreadable", "other"} {
 		m.heapFailures.WithLabelValues(k)
 	}
 	for _, r := range []string{"pending", "complete", "not_found", "timeout", "error"} {

@@ -143,6 +143,13 @@ func (x *pendingIndex) deadlineStats(now time.Time) (breached, due24h, due7d int
 	return breached, due24h, due7d
 }
 
+func (x *pendingIndex) has(key string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.entries[key]
+	return ok
+}
+
 func (x *pendingIndex) len() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -308,98 +315,112 @@ func (s *Service) nextGap(checks int) time.Duration {
 
 // onTick handles one recheck tick: one status call per due Heap request, never per
 // user. It stops at the tick's budget (one interval) so ticks never pile up; what is
-// left is still due at the next tick.
+// left is still due at the next tick. The tick is kept alive for as long as this
+// replica works on it (finishing requests, reconciling), so it never goes to a
+// second replica meanwhile.
 func (s *Service) onTick(msg jetstream.Msg) {
 	s.m.ticks.Inc()
 	began := time.Now()
 	defer func() { s.m.tickDuration.Observe(time.Since(began).Seconds()) }()
+	alive := make(chan struct{})
+	defer close(alive)
+	go func() {
+		t := time.NewTicker(tickKeepAlive)
+		defer t.Stop()
+		for {
+			select {
+			case <-alive:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
 	ctx, cancel := context.WithTimeout(s.runCtx, s.cfg.RecheckInterval)
 	defer cancel()
-	keepAlive := time.NewTicker(15 * time.Second)
-	defer keepAlive.Stop()
-
-	due := s.index.due(s.now())
-	for _, e := range due {
-		select {
-		case <-keepAlive.C:
-			_ = msg.InProgress()
-		default:
-		}
-		if ctx.Err() != nil || !s.started.Load() {
-			break
-		}
-		if !s.check(ctx, e) {
+	for _, e := range s.index.due(s.now()) {
+		if ctx.Err() != nil || !s.started.Load() || !s.check(ctx, e) {
 			break
 		}
 	}
+	s.maybeReconcile()
 	_ = msg.Ack()
 }
 
-// check asks Heap about one request and acts on the answer. It returns false when
-// Heap cannot be reached or refuses heapdel itself, so the tick stops hammering it;
-// any other trouble with one request postpones that request alone.
+// check asks Heap about one request and acts on Heap's answer, and only on an
+// answer: a status is published only when Heap said complete, said pending after
+// MaxPending (timeout), or twice said it does not know the request (not found). It
+// returns false when Heap cannot be reached, refuses heapdel itself, or the tick
+// (or the rate limiter) runs out of time, so the tick stops; any other trouble with
+// one request postpones that request alone.
 func (s *Service) check(ctx context.Context, e indexEntry) bool {
 	r := e.req
 	st, err := s.heap.Status(ctx, r.ID)
 	now := s.now()
 	log := s.log.With().Str("heap_deletion_request_id", r.ID).Logger()
-	tooOld := now.Sub(r.SubmittedAt) > s.cfg.MaxPending
 	switch {
 	case err == nil && st == heapclient.StatusComplete:
 		s.setCredsRejected(false)
 		s.m.rechecks.WithLabelValues("complete").Inc()
 		if err := s.finish(e, events.StatusComplete, "", ""); err != nil {
 			log.Warn().Err(err).Msg("recording completion; tried again later")
-			s.postpone(ctx, e, now)
+			s.postpone(ctx, e, now, s.nextGap(1))
 		}
-		return true
-	case errors.Is(err, heapclient.ErrNotFound):
+	case err == nil && now.Sub(r.SubmittedAt) > s.cfg.MaxPending:
+		s.setCredsRejected(false)
+		s.m.rechecks.WithLabelValues("timeout").Inc()
+		msg := fmt.Sprintf("Heap still reported pending after %s (HEAPDEL_MAX_PENDING)", s.cfg.MaxPending)
+		if err := s.finish(e, events.StatusFailed, events.ReasonTimeout, msg); err != nil {
+			log.Warn().Err(err).Msg("recording timeout; tried again later")
+			s.postpone(ctx, e, now, s.nextGap(1))
+		}
+	case err == nil:
+		s.setCredsRejected(false)
+		s.m.rechecks.WithLabelValues("pending").Inc()
+		e.req.NotFoundAt = time.Time{}
+		s.postpone(ctx, e, now, s.nextGap(r.Checks+1))
+	case errors.Is(err, heapclient.ErrNotFound) && !r.NotFoundAt.IsZero() && now.Sub(r.NotFoundAt) >= s.cfg.RecheckInterval:
 		s.m.rechecks.WithLabelValues("not_found").Inc()
-		msg := "Heap answered 404 for a deletion request it had accepted"
+		msg := "Heap answered 404, twice, for a deletion request it had accepted"
 		if err := s.finish(e, events.StatusFailed, events.ReasonHeapNotFound, msg); err != nil {
 			log.Warn().Err(err).Msg("recording not-found; tried again later")
-			s.postpone(ctx, e, now)
+			s.postpone(ctx, e, now, s.nextGap(1))
 		}
-		return true
+	case errors.Is(err, heapclient.ErrNotFound):
+		// One 404 is not a verdict (a replica of Heap's that lags, a routing
+		// hiccup): ask again one interval later.
+		s.m.rechecks.WithLabelValues("not_found").Inc()
+		log.Warn().Msg("Heap answered 404 for a deletion request it had accepted; asking again after one recheck interval before calling it not found")
+		if r.NotFoundAt.IsZero() {
+			e.req.NotFoundAt = now
+		}
+		s.postpone(ctx, e, now, s.cfg.RecheckInterval)
 	case errors.Is(err, heapclient.ErrUnauthorized), errors.Is(err, heapclient.ErrMisconfigured):
 		s.m.rechecks.WithLabelValues("error").Inc()
 		s.m.credsRejected.Inc()
 		s.setCredsRejected(true)
-		log.Error().Err(err).Msg("Heap refused heapdel itself: check HEAPDEL_HEAP_APP_ID, HEAPDEL_HEAP_API_KEY and HEAPDEL_HEAP_BASE_URL; rechecks resume when fixed")
+		log.Error().Err(err).Msg("Heap refused heapdel itself: check HEAPDEL_HEAP_APP_ID, HEAPDEL_HEAP_API_KEY, HEAPDEL_HEAP_BASE_URL and any proxy; rechecks resume when fixed")
 		return false
-	case err != nil && (errors.Is(err, heapclient.ErrRetryable) || ctx.Err() != nil):
+	case errors.Is(err, heapclient.ErrRetryable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), ctx.Err() != nil:
+		// Heap busy or down, or this tick (or the rate limiter) out of time:
+		// nothing was learnt about the request. The rest waits for the next tick.
 		s.m.rechecks.WithLabelValues("error").Inc()
-		log.Warn().Err(err).Msg("Heap status check failed; retried next tick")
+		log.Warn().Err(err).Msg("Heap status check not done; the due requests are checked at the next tick")
 		return false
-	}
-	// Pending, or an answer about this request alone that makes no sense.
-	if err == nil {
-		s.setCredsRejected(false)
-	} else {
+	default:
+		// An answer about this request alone that makes no sense: not a verdict.
 		s.m.rechecks.WithLabelValues("error").Inc()
 		log.Warn().Err(err).Msg("unexpected answer from Heap about this deletion request; checked again later")
+		s.postpone(ctx, e, now, s.nextGap(r.Checks+1))
 	}
-	if tooOld {
-		s.m.rechecks.WithLabelValues("timeout").Inc()
-		msg := fmt.Sprintf("Heap still reports pending after %s (HEAPDEL_MAX_PENDING)", s.cfg.MaxPending)
-		if err := s.finish(e, events.StatusFailed, events.ReasonTimeout, msg); err != nil {
-			log.Warn().Err(err).Msg("recording timeout; tried again later")
-			s.postpone(ctx, e, now)
-		}
-		return true
-	}
-	if err == nil {
-		s.m.rechecks.WithLabelValues("pending").Inc()
-	}
-	s.postpone(ctx, e, now)
 	return true
 }
 
-// postpone schedules the request's next check, the gap doubling with each check.
-func (s *Service) postpone(ctx context.Context, e indexEntry, now time.Time) {
+// postpone schedules the request's next check gap after now.
+func (s *Service) postpone(ctx context.Context, e indexEntry, now time.Time, gap time.Duration) {
 	r := e.req
 	r.Checks++
-	r.NextCheckAt = now.Add(s.nextGap(r.Checks))
+	r.NextCheckAt = now.Add(gap)
 	v, _ := json.Marshal(r)
 	key := requestKey(r.ID)
 	rev, err := s.requests.Update(ctx, key, v, e.rev)
@@ -455,7 +476,15 @@ func (s *Service) finish(e indexEntry, status events.Status, reason events.Reaso
 			// Heap answered before this job's submission was recorded: come back.
 			return fmt.Errorf("job %s not yet recorded as submitted", job.RequestID)
 		}
-		if !found || job.Attempt != m.Attempt || job.HeapDeletionRequestID != r.ID {
+		if !found {
+			// The job store lost this job (bucket recreated, key deleted by hand):
+			// nothing can be published for it. Say so instead of forgetting quietly.
+			s.m.reconciled.WithLabelValues(repairMissingJob).Inc()
+			s.log.Error().Str("request_id", m.RequestID).Str("heap_deletion_request_id", r.ID).Str("status", string(status)).
+				Msg("a member of a finished Heap deletion request has no job record: no status event can be published for it; have upstream re-send it if it must be tracked (runbook: HeapdelReconcilerRepaired)")
+			continue
+		}
+		if job.Attempt != m.Attempt || job.HeapDeletionRequestID != r.ID {
 			continue
 		}
 		if job.Status != stateProcessing {
@@ -582,6 +611,47 @@ func (s *Service) verifySchedule(ctx context.Context) {
 		s.log.Warn().Str("schedule", last.Header.Get("Nats-Schedule")).Str("want", want).
 			Msg("recheck schedule differs from HEAPDEL_RECHECK_INTERVAL and provisioning is off: the existing schedule stays")
 	}
+}
+
+// watchSchedule makes sure the recheck schedule is still there (an operator may
+// purge the schedule stream): it publishes it again when provisioning is on, and
+// reports the schedule stall otherwise, until it is back.
+func (s *Service) watchSchedule(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stream, err := s.js.Stream(cctx, s.cfg.ScheduleStream)
+	if err == nil {
+		_, err = stream.GetLastMsgForSubject(cctx, s.cfg.scheduleSubject())
+	}
+	switch {
+	case err == nil:
+		s.stalled(causeSchedule, nil)
+	case !errors.Is(err, jetstream.ErrMsgNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound):
+		// NATS trouble: the connection and store signals say so.
+	case s.cfg.Provision:
+		s.log.Warn().Str("stream", s.cfg.ScheduleStream).Msg("recheck schedule was missing; publishing it again")
+		if perr := s.provisionSchedule(cctx); perr != nil {
+			s.stalled(causeSchedule, perr)
+		}
+	default:
+		s.stalled(causeSchedule, fmt.Errorf("no schedule on %s in stream %s and provisioning is off: pending deletions are not rechecked; run heapdel once with HEAPDEL_PROVISION=true or publish the schedule (docs/operations.md)", s.cfg.scheduleSubject(), s.cfg.ScheduleStream))
+	}
+}
+
+// provisionSchedule creates the schedule stream if it is gone and publishes the
+// schedule.
+func (s *Service) provisionSchedule(ctx context.Context) error {
+	for _, sc := range s.streamConfigs() {
+		if sc.Name == s.cfg.ScheduleStream {
+			if _, err := s.js.CreateOrUpdateStream(ctx, sc); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.ScheduleStream, s.recheckConsumerConfig()); err != nil {
+		return err
+	}
+	return s.ensureSchedule(ctx)
 }
 
 // ensureSchedule publishes the repeating schedule unless the same one is in place;

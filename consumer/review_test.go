@@ -12,17 +12,27 @@ import (
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 )
 
-// A Heap request whose status check keeps failing for reasons of its own is
-// postponed, and still times out after MaxPending; it never blocks the others.
-func TestBadStatusAnswersStillTimeOut(t *testing.T) {
+// A status check that gets no answer from Heap (a 400 from something in between)
+// is not a verdict: past MaxPending nothing times out until Heap itself says
+// pending; then it does.
+func TestBadStatusAnswersNeverTimeOut(t *testing.T) {
 	e := newEnv(t, heaptest.Options{NeverComplete: true}, func(c *consumer.Config) { c.MaxPending = 1500 * time.Millisecond })
-	e.sim.Script(heaptest.Fault{Endpoint: "deletion_status", Status: 400})
+	e.sim.Script(heaptest.Fault{Endpoint: "deletion_status", Status: 400, For: 5 * time.Second})
 	e.replica(nil)
 	e.publish(false, events.Command{RequestID: "bad-status", Identity: "bs@example.com"})
+	eventually(t, 20*time.Second, func() string {
+		if n := e.sim.Requests("deletion_status"); n < 3 {
+			return fmt.Sprintf("%d status checks", n)
+		}
+		return ""
+	})
+	if got := e.terminal("bad-status"); got != "" {
+		t.Fatalf("%s while Heap never answered about the request", got)
+	}
 	e.waitTerminal(20*time.Second, "bad-status")
 	h := e.history("bad-status")
 	if last := h[len(h)-1]; last.Status != events.StatusFailed || last.Reason != events.ReasonTimeout {
-		t.Fatalf("got %s/%s, want failed/timeout", last.Status, last.Reason)
+		t.Fatalf("got %s/%s, want failed/timeout once Heap said pending", last.Status, last.Reason)
 	}
 }
 

@@ -25,7 +25,15 @@ const (
 	stateProcessing = string(events.StatusProcessing)
 	stateComplete   = string(events.StatusComplete)
 	stateFailed     = string(events.StatusFailed)
+	// stateHeld: Heap answered 2xx without a deletion request id, so it may have
+	// accepted the users; the job waits for an operator and is never resubmitted
+	// on heapdel's own. It publishes no event.
+	stateHeld = "held"
 )
+
+// reasonHeapUnreadable is the note of a held job. It is never a status event's
+// reason: held jobs publish nothing.
+const reasonHeapUnreadable events.Reason = "heap_answer_unreadable"
 
 // Job is one request id's state in the job store. It never holds the identity or the
 // user id: only a keyed hash of it.
@@ -140,8 +148,7 @@ func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck,
 	case ack := <-f.Ok():
 		return ack, nil
 	case err := <-f.Err():
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if isConflict(err) {
 			return nil, errConflict
 		}
 		return nil, err
@@ -151,6 +158,21 @@ func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck,
 }
 
 var errConflict = errors.New("changed by another writer")
+
+// isConflict says whether err is a compare-and-set conflict: another writer got
+// there first. Replicated (R3) streams answer 10164 where a single server answers
+// 10071; both are conflicts.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errConflict) || errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
 
 // getJob reads a job and its revision; found is false when there is none (or it expired).
 func (s *Service) getJob(ctx context.Context, requestID string) (job Job, rev uint64, found bool, err error) {
@@ -174,7 +196,11 @@ type HeapRequest struct {
 	SubmittedAt time.Time `json:"submitted_at"`
 	NextCheckAt time.Time `json:"next_check_at"`
 	Checks      int       `json:"checks"`
-	Users       int       `json:"users"`
+	// NotFoundAt is when Heap first answered 404 for this request; a second 404 at
+	// least one recheck interval later makes it heap_not_found. Any other answer
+	// clears it.
+	NotFoundAt time.Time `json:"not_found_at,omitzero"`
+	Users      int       `json:"users"`
 	// Deadlines are the legal due dates (Unix seconds) of the members that have one,
 	// for the deadline gauges.
 	Deadlines []int64 `json:"deadlines,omitempty"`

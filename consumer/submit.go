@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -20,26 +21,42 @@ type claim struct {
 	rev uint64
 }
 
-// flush takes one batch from intake to acknowledgement. Every item leaves it acked,
-// terminated or nak'd: none is dropped.
+// flush takes one batch from intake to acknowledgement, following the model of a
+// command's life in docs/design.md. Every item leaves it acked, terminated or given
+// back with a delay: none is dropped.
 func (s *Service) flush(ctx context.Context, items []item) {
-	var pubs publishes
-	var terms []item
 	valid := make([]item, 0, len(items))
+	var invalid []item
 	for _, it := range items {
 		if it.err != nil {
-			terms = append(terms, it)
-			s.invalid(ctx, &pubs, it)
-			continue
+			invalid = append(invalid, it)
+		} else {
+			valid = append(valid, it)
 		}
-		valid = append(valid, it)
 	}
-	claims, settled := s.claim(ctx, valid, &pubs)
+	var pubs publishes
+	claims, settled, back := s.claim(ctx, valid, &pubs)
+	// Invalid commands after the claims: a malformed re-send of a request id that a
+	// valid command of this very batch claims must not announce a failure.
+	inBatch := make(map[string]bool, len(valid))
+	for _, it := range valid {
+		inBatch[it.cmd.RequestID] = true
+	}
+	var terms []item
+	for _, it := range invalid {
+		if s.invalid(ctx, &pubs, it, inBatch) {
+			terms = append(terms, it)
+		} else {
+			back = append(back, it)
+		}
+	}
 	if err := pubs.await(ctx, s); err != nil {
+		// Nothing was sent to Heap yet: redelivery is safe, after a delay.
 		s.log.Warn().Err(err).Msg("status events not stored; commands will be redelivered")
-		s.release(items)
+		s.giveBack(append(append(back, terms...), append(settled, itemsOf(claims)...)...), s.storeDelay)
 		return
 	}
+	s.giveBack(back, s.storeDelay)
 	for _, it := range terms {
 		_ = it.msg.TermWithReason("invalid command")
 	}
@@ -51,28 +68,43 @@ func (s *Service) flush(ctx context.Context, items []item) {
 	}
 }
 
-// invalid publishes failed/invalid_command for a command whose request id is
-// readable; the message is terminated by the caller once the event is stored.
-func (s *Service) invalid(ctx context.Context, pubs *publishes, it item) {
-	s.m.commands.WithLabelValues("invalid").Inc()
+// invalid handles a command that cannot be used. It queues failed/invalid_command
+// for a readable request id that no job and no valid command of this batch has, and
+// returns true: the message is to be terminated once the event is stored. It returns
+// false when the job store cannot be read: the command is then given back, since
+// publishing a failure for a request id that may be going well would be a lie.
+func (s *Service) invalid(ctx context.Context, pubs *publishes, it item, inBatch map[string]bool) bool {
 	var inv *events.InvalidError
 	reason, reqID := "invalid", ""
 	if errors.As(it.err, &inv) {
 		reason, reqID = inv.Reason, inv.RequestID
 	}
+	if reqID != "" && inBatch[reqID] {
+		s.m.commands.WithLabelValues("invalid").Inc()
+		s.log.Info().Str("request_id", reqID).Str("reason", reason).Msg("invalid re-send of a request id claimed in the same batch: terminated without a status event")
+		return true
+	}
+	if reqID != "" {
+		lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+		job, _, found, err := s.getJob(lookup, reqID)
+		cancel()
+		if err != nil {
+			s.stalled(causeStore, err)
+			return false
+		}
+		if found {
+			// Known or in flight, whatever its state: SPEC says an invalid command
+			// for it publishes nothing.
+			s.m.commands.WithLabelValues("invalid").Inc()
+			s.log.Info().Str("request_id", reqID).Str("job_status", job.Status).Str("reason", reason).Msg("invalid command for a known request id: terminated without a status event")
+			return true
+		}
+	}
+	s.m.commands.WithLabelValues("invalid").Inc()
 	s.log.Warn().Str("request_id", reqID).Str("reason", reason).Uint64("stream_seq", it.seq).
 		Str("error", it.err.Error()).Msg("invalid deletion command terminated")
 	if reqID == "" {
-		return
-	}
-	// A malformed re-send of a request id that is in progress or done must not
-	// announce a failure of the deletion that is going well.
-	lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
-	job, _, found, err := s.getJob(lookup, reqID)
-	cancel()
-	if err == nil && found && job.Status != stateFailed {
-		s.log.Info().Str("request_id", reqID).Str("job_status", job.Status).Msg("invalid command for a known request id: terminated without a status event")
-		return
+		return true
 	}
 	now := s.now()
 	// The id depends on this message's stream sequence: a redelivery of it keeps the
@@ -82,106 +114,122 @@ func (s *Service) invalid(ctx context.Context, pubs *publishes, it item) {
 		RequestedAt: now, CompletedAt: now, Reason: events.ReasonInvalidCommand,
 		Message: it.err.Error(), Time: now,
 	})
+	return true
 }
 
 // claim creates or takes over the job of each command with compare-and-set. It
-// returns the commands this batch must submit, and those already settled (duplicates
-// and redeliveries of finished work) whose events it queued on pubs.
-func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (claims []claim, settled []item) {
+// returns the commands this batch must submit, those already settled (duplicates
+// and redeliveries of finished work, whose events it queued on pubs), and those to
+// give back because the job store failed.
+func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (claims []claim, settled, back []item) {
 	now := s.now()
 	type pending struct {
 		c claim
 		f jetstream.PubAckFuture
 	}
 	claims = make([]claim, 0, len(valid))
-	var rel releases
+	var failed storeFailures
 	writes := newWindow(len(valid), func(p pending) {
 		ack, err := awaitAck(ctx, p.f)
-		switch {
-		case err == nil:
+		if isConflict(err) {
+			it := p.c.it
+			var done bool
+			p.c, done, err = s.reclaim(ctx, it, pubs)
+			p.c.it = it
+			if err == nil && done {
+				settled = append(settled, it)
+				return
+			}
+		} else if err == nil {
 			p.c.rev = ack.Sequence
 			s.m.commands.WithLabelValues("accepted").Inc()
-			claims = append(claims, p.c)
-		case errors.Is(err, errConflict):
-			c, done, err := s.reclaim(ctx, p.c.it, pubs)
-			switch {
-			case err != nil:
-				rel.add(s, p.c.it, err)
-			case done:
-				settled = append(settled, p.c.it)
-			default:
-				claims = append(claims, c)
-			}
-		default:
-			rel.add(s, p.c.it, err)
 		}
+		if err != nil {
+			failed.add(p.c.it.cmd.RequestID, err)
+			back = append(back, p.c.it)
+			return
+		}
+		claims = append(claims, p.c)
 	})
 	for _, it := range valid {
 		j := s.newJob(it, 1, now)
 		val, _ := json.Marshal(&j)
 		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, 0, 0)
 		if err != nil {
-			rel.add(s, it, err)
+			failed.add(it.cmd.RequestID, err)
+			back = append(back, it)
 			continue
 		}
 		writes.add(pending{claim{it: it, job: j}, f})
 	}
 	writes.drain()
-	rel.log(s)
-	return claims, settled
+	failed.report(s, "claiming commands; they are given back and retried")
+	return claims, settled, back
 }
 
-// releases gives commands back after a job-store failure and says so in one log line
-// per batch, not one per command (a NATS outage fails them all alike).
-type releases struct {
+// storeFailures gathers a batch's job-store failures into one log line (a NATS
+// outage fails them all alike) and the store stall signal.
+type storeFailures struct {
 	n     int
 	first error
 	reqID string
 }
 
-func (r *releases) add(s *Service, it item, err error) {
-	s.release([]item{it})
-	if r.n == 0 {
-		r.first, r.reqID = err, it.cmd.RequestID
+func (f *storeFailures) add(reqID string, err error) {
+	if f.n == 0 {
+		f.first, f.reqID = err, reqID
 	}
-	r.n++
+	f.n++
 }
 
-func (r *releases) log(s *Service) {
-	if r.n > 0 {
-		s.log.Warn().Err(r.first).Int("commands", r.n).Str("first_request_id", r.reqID).Msg("job store unavailable; commands will be redelivered")
+func (f *storeFailures) report(s *Service, what string) {
+	if f.n == 0 {
+		return
 	}
+	s.stalled(causeStore, f.first)
+	s.log.Warn().Err(f.first).Int("commands", f.n).Str("first_request_id", f.reqID).Msg("job store refused a write: " + what)
 }
 
 // reclaim handles a command whose request id already has a job. It returns a claim
-// when this command must be submitted (a retry after failed, or the redelivery of a
-// command whose submission never finished), or done when it is settled: a duplicate,
-// or a redelivery of work already finished (its events are re-queued: their ids are
+// when this command must be submitted (a retry after failed, the redelivery of a
+// command whose submission never finished, or a re-send that takes over a claim whose
+// command no longer exists), or done when it is settled: a duplicate, or a
+// redelivery of work already finished (its events are re-queued: their ids are
 // deterministic, so subscribers see them once).
 func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c claim, done bool, err error) {
 	key := JobKey(it.cmd.RequestID)
 	for range 3 {
 		job, rev, found, err := s.getJob(ctx, it.cmd.RequestID)
 		if err != nil {
-			return claim{}, false, err
+			return claim{it: it}, false, err
 		}
-		if !found { // expired: a fresh job, past the delete marker
-			j := s.newJob(it, 1, s.now())
+		replace := func(attempt int) (claim, bool, error, bool) {
+			j := s.newJob(it, attempt, s.now())
 			val, _ := json.Marshal(&j)
-			rev, err := s.jobs.Create(ctx, key, val)
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue
+			var nrev uint64
+			var err error
+			if found {
+				nrev, err = s.jobs.Update(ctx, key, val, rev)
+			} else {
+				nrev, err = s.jobs.Create(ctx, key, val)
+			}
+			if isConflict(err) {
+				return claim{}, false, nil, false // changed meanwhile: look again
 			}
 			if err != nil {
-				return claim{}, false, err
+				return claim{it: it}, false, err, true
 			}
 			s.m.commands.WithLabelValues("accepted").Inc()
-			return claim{it: it, job: j, rev: rev}, false, nil
+			return claim{it: it, job: j, rev: nrev}, false, nil, true
 		}
-		same := job.Seq == it.seq
+		same := found && job.Seq == it.seq
 		switch {
+		case !found: // expired: a fresh job, past the delete marker
+			if c, done, err, ok := replace(1); ok {
+				return c, done, err
+			}
 		case same && job.Status == stateAccepted:
-			// Our own command again after a crash or nak: submit it (again).
+			// Our own command again after a crash or a give-back: submit it (again).
 			return claim{it: it, job: job, rev: rev}, false, nil
 		case same:
 			// A redelivery of work already done. If the earlier delivery stopped
@@ -193,21 +241,63 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 			return claim{}, true, nil
 		case job.Status == stateFailed:
 			// A new command for a failed request id is a retry, processed afresh.
-			j := s.newJob(it, job.Attempt+1, s.now())
-			val, _ := json.Marshal(&j)
-			rev, err := s.jobs.Update(ctx, key, val, rev)
-			if err != nil {
-				continue // changed meanwhile: look again
+			if c, done, err, ok := replace(job.Attempt + 1); ok {
+				return c, done, err
 			}
-			s.m.commands.WithLabelValues("accepted").Inc()
-			return claim{it: it, job: j, rev: rev}, false, nil
+		case job.Status == stateAccepted:
+			// Claimed by another command. If that command is gone from the stream
+			// (purged, rolled up, the stream recreated), nobody will ever submit
+			// it: this re-send takes the claim over.
+			owned, err := s.commandExists(ctx, job.Seq, job.RequestID)
+			if err != nil {
+				return claim{it: it}, false, err
+			}
+			if owned {
+				return s.duplicate(it, job)
+			}
+			s.m.reconciled.WithLabelValues(repairOrphanedClaim).Inc()
+			s.log.Warn().Str("request_id", it.cmd.RequestID).Uint64("orphaned_seq", job.Seq).
+				Msg("the command that claimed this request id is gone from the stream; this re-send takes the claim over")
+			if c, done, err, ok := replace(job.Attempt); ok {
+				return c, done, err
+			}
 		default:
-			s.m.commands.WithLabelValues("duplicate").Inc()
-			s.log.Info().Str("request_id", it.cmd.RequestID).Str("job_status", job.Status).Msg("duplicate deletion command acknowledged")
-			return claim{}, true, nil
+			return s.duplicate(it, job)
 		}
 	}
-	return claim{}, false, errors.New("job changed repeatedly by other writers")
+	return claim{it: it}, false, errors.New("job changed repeatedly by other writers")
+}
+
+func (s *Service) duplicate(it item, job Job) (claim, bool, error) {
+	s.m.commands.WithLabelValues("duplicate").Inc()
+	s.log.Info().Str("request_id", it.cmd.RequestID).Str("job_status", job.Status).Msg("duplicate deletion command acknowledged")
+	return claim{}, true, nil
+}
+
+// commandExists says whether the command stream still holds the command that
+// claimed requestID at seq (a work queue removes a command once it is settled, and
+// after a migration the same sequence may hold another command).
+func (s *Service) commandExists(ctx context.Context, seq uint64, requestID string) (bool, error) {
+	if seq == 0 {
+		return false, nil
+	}
+	st, err := s.js.Stream(ctx, s.cfg.CommandStream)
+	if err != nil {
+		return false, err
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	cmd, derr := s.decoder.Decode(m.Subject, m.Header, m.Data)
+	if derr != nil {
+		var inv *events.InvalidError
+		return errors.As(derr, &inv) && inv.RequestID == requestID, nil
+	}
+	return cmd.RequestID == requestID, nil
 }
 
 func (s *Service) newJob(it item, attempt int, now time.Time) Job {
@@ -237,7 +327,8 @@ func (s *Service) requeueEvents(pubs *publishes, j *Job) {
 	}
 }
 
-// submit sends the claimed commands to Heap in one request. A permanent rejection of
+// submit sends the claimed commands to Heap in one request and decides, from Heap's
+// answer alone, what becomes of them (docs/design.md). A permanent rejection of
 // several users is narrowed down by halves so that only the culprits fail.
 func (s *Service) submit(ctx context.Context, claims []claim) {
 	users := make([]heapclient.User, 0, len(claims))
@@ -255,8 +346,13 @@ func (s *Service) submit(ctx context.Context, claims []claim) {
 	case err == nil:
 		s.setCredsRejected(false)
 		s.submitted(ctx, claims, id, len(users))
+	case errors.Is(err, heapclient.ErrAcceptedUnreadable):
+		// Heap answered 2xx: it may have accepted the users. Sending them again
+		// could create deletion requests without end, so they are held.
+		s.m.heapFailures.WithLabelValues("unreadable").Inc()
+		s.hold(ctx, claims, err)
 	case ctx.Err() != nil:
-		s.release(itemsOf(claims))
+		s.giveBack(itemsOf(claims), nil) // shutting down: the next replica takes them at once
 	case errors.Is(err, heapclient.ErrRejected) && len(claims) > 1:
 		s.m.heapFailures.WithLabelValues("rejected").Inc()
 		half := len(claims) / 2
@@ -268,14 +364,14 @@ func (s *Service) submit(ctx context.Context, claims []claim) {
 		s.log.Warn().Err(err).Str("request_id", claims[0].job.RequestID).Msg("Heap refused this user permanently")
 		// Heap's own words stay in the log (sanitised): the event and the job
 		// record, kept for months, get a fixed text that cannot echo an identity.
-		s.fail(ctx, claims[0], events.ReasonHeapRejected, "Heap refused this user permanently (its answer is in heapdel's log)")
+		s.finishClaims(ctx, claims[:1], stateFailed, events.ReasonHeapRejected, "Heap refused this user permanently (its answer is in heapdel's log)")
 	case errors.Is(err, heapclient.ErrUnauthorized), errors.Is(err, heapclient.ErrMisconfigured):
 		s.m.heapFailures.WithLabelValues("unauthorized").Inc()
 		s.m.credsRejected.Inc()
 		s.setCredsRejected(true)
 		s.log.Error().Err(err).Int("commands", len(claims)).
-			Msg("Heap refused heapdel itself: set HEAPDEL_HEAP_APP_ID to the Main Production environment id, HEAPDEL_HEAP_API_KEY (or _FILE) to a valid key, and check HEAPDEL_HEAP_BASE_URL; commands are kept and retried")
-		s.nak(ctx, claims, 10*s.cfg.RetryDelay, 5*time.Minute, 0)
+			Msg("Heap refused heapdel itself: set HEAPDEL_HEAP_APP_ID to the Main Production environment id, HEAPDEL_HEAP_API_KEY (or _FILE) to a valid key, and check HEAPDEL_HEAP_BASE_URL and any proxy; commands are kept and retried")
+		s.waitForHeap(ctx, claims, 10*s.cfg.RetryDelay, 5*time.Minute, 0)
 	default:
 		kind := "other"
 		var wait time.Duration
@@ -285,187 +381,253 @@ func (s *Service) submit(ctx context.Context, claims []claim) {
 		}
 		s.m.heapFailures.WithLabelValues(kind).Inc()
 		s.log.Warn().Err(err).Int("commands", len(claims)).Msg("Heap submission failed; commands will be retried")
-		s.nak(ctx, claims, s.cfg.RetryDelay, 2*time.Minute, wait)
+		s.waitForHeap(ctx, claims, s.cfg.RetryDelay, 2*time.Minute, wait)
 	}
 }
 
-// submitted records a Heap deletion request: the request record first (so no job
-// can be processing without being followed), then the jobs, then the events, then
-// the purge of the waiting entries of redelivered commands; only when all are stored
-// are the commands acknowledged.
+// submitted records a Heap deletion request. Heap has accepted these users, so from
+// here on nothing gives the commands back (a redelivery would submit them again):
+// every write is retried with backoff, the commands kept in progress, until it is
+// stored. The request record comes first (so no job can be processing without being
+// followed), then the jobs, then the events, then the purge of the waiting entries
+// of redelivered commands; the commands are acknowledged last.
 func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, users int) {
 	now := s.now()
 	untilComplete := s.cfg.Behavior == BehaviorUntilComplete
+	log := s.log.With().Str("heap_deletion_request_id", heapID).Logger()
 	if untilComplete {
-		// Heap has accepted these users: retry the bookkeeping a few times before
-		// giving the commands back, which would submit them again.
-		err := retry(ctx, 4, 250*time.Millisecond, func() error { return s.trackRequest(ctx, claims, heapID, users, now) })
-		if err != nil {
-			s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("recording Heap deletion request; commands will be redelivered")
-			s.release(itemsOf(claims))
+		if !s.untilStored(ctx, "record the Heap deletion request", func() error {
+			return s.trackRequest(ctx, claims, heapID, users, now)
+		}) {
+			s.giveBack(itemsOf(claims), nil)
 			return
 		}
 	}
-	var pubs publishes
-	var rel releases
-	defer rel.log(s)
-	var ack []item
-	var waited []string // request ids whose waiting entry this batch purges
-	// settle awaits the job write of claims[i] and queues its events.
-	settle := func(i int, f jetstream.PubAckFuture) {
-		c := &claims[i]
-		if _, err := awaitAck(ctx, f); err != nil {
-			if errors.Is(err, errConflict) {
-				// Another replica took this job over (a redelivery raced us). Its
-				// events are re-queued from the stored job, so none is lost if it
-				// crashes before publishing; ids are the same, so none is doubled.
-				if s.requeueStored(ctx, &pubs, c.job.RequestID) {
-					ack = append(ack, c.it)
-				} else {
-					s.release([]item{c.it})
-				}
-				return
-			}
-			rel.add(s, c.it, err)
-			return
-		}
-		if c.it.mayWait() {
-			waited = append(waited, c.job.RequestID)
-		}
-		pubs.add(s, c.job.event(events.StatusSubmitted, now))
-		if untilComplete {
-			pubs.add(s, c.job.event(events.StatusProcessing, now))
-		} else {
-			pubs.add(s, c.job.event(events.StatusComplete, now))
-			if !c.job.Deadline.IsZero() && now.After(c.job.Deadline) {
-				s.m.completedLate.Inc()
-			}
-		}
-		ack = append(ack, c.it)
+	status, ttl := stateProcessing, time.Duration(0)
+	if !untilComplete {
+		status, ttl = stateComplete, s.cfg.JobRetention
 	}
-	type write struct {
-		i int
-		f jetstream.PubAckFuture
-	}
-	writes := newWindow(len(claims), func(w write) { settle(w.i, w.f) })
 	for i := range claims {
 		j := &claims[i].job
 		j.HeapDeletionRequestID = heapID
 		j.SubmittedAt = now
 		j.record(string(events.StatusSubmitted), now, "")
-		ttl := time.Duration(0)
-		if untilComplete {
-			j.record(stateProcessing, now, "")
-		} else {
+		if !untilComplete {
 			j.CompletedAt = now
-			j.record(stateComplete, now, "")
-			ttl = s.cfg.JobRetention
 		}
-		val, _ := json.Marshal(j)
-		f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, claims[i].rev, ttl)
-		if err != nil {
-			rel.add(s, claims[i].it, err)
-			continue
-		}
-		writes.add(write{i, f})
+		j.record(status, now, "")
 	}
-	writes.drain()
-	if err := pubs.await(ctx, s); err != nil {
-		s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("status events not stored; commands will be redelivered")
-		s.release(ack)
+	if !s.storeClaims(ctx, claims, ttl, func(c *claim, pubs *publishes) {
+		pubs.add(s, c.job.event(events.StatusSubmitted, now))
+		pubs.add(s, c.job.event(events.Status(status), now))
+	}) {
 		return
+	}
+	for _, c := range claims {
+		if status == stateComplete && !c.job.Deadline.IsZero() && now.After(c.job.Deadline) {
+			s.m.completedLate.Inc()
+		}
+	}
+	log.Info().Int("users", users).Int("commands", len(claims)).Msg("submitted to Heap")
+}
+
+// finishClaims moves claims to a terminal or held state before Heap has a request
+// for them, stores their events and acknowledges them, retrying every write until
+// stored.
+func (s *Service) finishClaims(ctx context.Context, claims []claim, state string, reason events.Reason, message string) {
+	now := s.now()
+	ttl := s.cfg.JobRetention
+	if state == stateHeld {
+		ttl = 0 // held jobs wait for an operator, however long that takes
+	}
+	for i := range claims {
+		j := &claims[i].job
+		if state != stateHeld {
+			j.CompletedAt = now
+		}
+		j.Reason, j.Message = string(reason), message
+		j.record(state, now, string(reason))
+	}
+	if !s.storeClaims(ctx, claims, ttl, func(c *claim, pubs *publishes) {
+		if state == stateFailed {
+			pubs.add(s, c.job.event(events.StatusFailed, now))
+		}
+	}) {
+		return
+	}
+	for _, c := range claims {
+		s.log.Warn().Str("request_id", c.job.RequestID).Str("status", state).Str("reason", string(reason)).Str("detail", message).Msg("deletion " + state)
+	}
+}
+
+// hold keeps commands that Heap may have accepted (it answered 2xx without a
+// deletion request id) out of every automatic retry: their jobs go to state held,
+// with what Heap sent (redacted) in the log, and the commands are acknowledged. An
+// operator decides (docs/runbook.md#heapdeljobsstuck).
+func (s *Service) hold(ctx context.Context, claims []claim, err error) {
+	s.log.Error().Err(err).Int("commands", len(claims)).
+		Msg("Heap answered 2xx to a deletion request without a deletion request id: Heap may have accepted these users, so heapdel holds them and never resubmits them on its own; ask Heap support whether a deletion request was created at this time, then see the runbook (HeapdelJobsStuck)")
+	s.finishClaims(ctx, claims, stateHeld, reasonHeapUnreadable, "Heap answered 2xx without a deletion request id; held for an operator (details in heapdel's log)")
+}
+
+// storeClaims writes the claims' jobs (compare-and-set on the claimed revision),
+// publishes the events that queue adds for each, and acknowledges them, retrying
+// every failure with backoff until it is stored. A job that another writer moved on
+// meanwhile (a redelivery raced us) has the events of its stored state re-published
+// instead: ids are deterministic, so subscribers see each once. It returns false
+// when ctx ended first: the commands are then given back.
+func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Duration, queue func(*claim, *publishes)) bool {
+	todo := make([]*claim, len(claims))
+	for i := range claims {
+		todo[i] = &claims[i]
+	}
+	var (
+		pubs   publishes // the first round of events, published as the writes settle
+		stored []*claim  // written by us
+		moved  []string  // request ids another writer moved on
+	)
+	ok := s.untilStored(ctx, "record the jobs", func() error {
+		var failed storeFailures
+		var left []*claim
+		type write struct {
+			c *claim
+			f jetstream.PubAckFuture
+		}
+		writes := newWindow(len(todo), func(w write) {
+			_, err := awaitAck(ctx, w.f)
+			switch {
+			case err == nil:
+				stored = append(stored, w.c)
+				queue(w.c, &pubs)
+			case isConflict(err):
+				moved = append(moved, w.c.job.RequestID)
+				if rerr := s.requeueStored(ctx, &pubs, w.c.job.RequestID); rerr != nil {
+					pubs.err = errors.Join(pubs.err, rerr) // the events round retries it
+				}
+			default:
+				failed.add(w.c.job.RequestID, err)
+				left = append(left, w.c)
+			}
+		})
+		for _, c := range todo {
+			val, _ := json.Marshal(&c.job)
+			f, err := s.putAsync(s.cfg.JobBucket, JobKey(c.job.RequestID), val, c.rev, ttl)
+			if err != nil {
+				failed.add(c.job.RequestID, err)
+				left = append(left, c)
+				continue
+			}
+			writes.add(write{c, f})
+		}
+		writes.drain()
+		todo = left
+		if failed.n > 0 {
+			return fmt.Errorf("%d job writes failed, first %s: %w", failed.n, failed.reqID, failed.first)
+		}
+		return nil
+	})
+	first := true
+	ok = ok && s.untilStored(ctx, "publish the status events", func() error {
+		if !first { // await forgot what failed: publish the whole round again
+			pubs = publishes{}
+			for _, c := range stored {
+				queue(c, &pubs)
+			}
+			for _, id := range moved {
+				if err := s.requeueStored(ctx, &pubs, id); err != nil {
+					pubs.err = errors.Join(pubs.err, err)
+				}
+			}
+		}
+		first = false
+		return pubs.await(ctx, s)
+	})
+	if !ok {
+		s.giveBack(itemsOf(claims), nil)
+		return false
+	}
+	var waited []string
+	for _, c := range claims {
+		if c.it.mayWait() {
+			waited = append(waited, c.job.RequestID)
+		}
 	}
 	if len(waited) > 0 {
 		s.purgeWaiting(ctx, waited)
 	}
-	for _, it := range ack {
-		_ = it.msg.Ack()
-	}
-	s.log.Info().Str("heap_deletion_request_id", heapID).Int("users", users).Int("commands", len(ack)).Msg("submitted to Heap")
-}
-
-// fail records a permanent failure of one command and acknowledges it.
-func (s *Service) fail(ctx context.Context, c claim, reason events.Reason, message string) {
-	now := s.now()
-	j := &c.job
-	j.CompletedAt = now
-	j.Reason, j.Message = string(reason), message
-	j.record(stateFailed, now, string(reason))
-	val, _ := json.Marshal(j)
-	f, err := s.putAsync(s.cfg.JobBucket, JobKey(j.RequestID), val, c.rev, s.cfg.JobRetention)
-	if err == nil {
-		_, err = awaitAck(ctx, f)
-	}
-	var pubs publishes
-	stored := err == nil // our failure is the job's state: its waiting entry goes
-	switch {
-	case errors.Is(err, errConflict):
-		// Someone else moved the job on: publish what it stored, not our failure.
-		if !s.requeueStored(ctx, &pubs, j.RequestID) {
-			s.release([]item{c.it})
-			return
-		}
-	case err != nil:
-		s.log.Warn().Err(err).Str("request_id", j.RequestID).Msg("job store; command will be redelivered")
-		s.release([]item{c.it})
-		return
-	default:
-		pubs.add(s, j.event(events.StatusFailed, now))
-	}
-	if err := pubs.await(ctx, s); err != nil {
-		s.release([]item{c.it})
-		return
-	}
-	if stored && c.it.mayWait() {
-		s.purgeWaiting(ctx, []string{j.RequestID})
-	}
-	s.log.Warn().Str("request_id", j.RequestID).Str("reason", string(reason)).Str("detail", message).Msg("deletion failed")
-	_ = c.it.msg.Ack()
-}
-
-// requeueStored re-reads a job that another writer changed and queues the events of
-// the transitions it has reached. It returns false when the job cannot be read.
-func (s *Service) requeueStored(ctx context.Context, pubs *publishes, requestID string) bool {
-	job, _, found, err := s.getJob(ctx, requestID)
-	if err != nil {
-		return false
-	}
-	if found {
-		s.requeueEvents(pubs, &job)
+	for _, c := range claims {
+		_ = c.it.msg.Ack()
 	}
 	return true
 }
 
-// retry runs op up to attempts times, waiting wait, then twice that, between tries.
-func retry(ctx context.Context, attempts int, wait time.Duration, op func() error) error {
-	var err error
-	for i := range attempts {
-		if err = op(); err == nil {
-			return nil
+// untilStored runs op until it succeeds, waiting longer after each failure (up to
+// 30 s), and reports the job store as stalled meanwhile. The batch's commands stay
+// in progress (the batcher keeps them alive). It returns false only when ctx ends.
+// A failed status-event await keeps what it could not store: await is called again.
+func (s *Service) untilStored(ctx context.Context, what string, op func() error) bool {
+	wait := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		err := op()
+		if err == nil {
+			s.stalled(causeStore, nil)
+			return true
 		}
-		if i == attempts-1 {
-			break
+		if ctx.Err() != nil {
+			return false
+		}
+		s.stalled(causeStore, err)
+		s.m.storeRetries.Inc()
+		if try == 1 || try%10 == 0 {
+			s.log.Warn().Err(err).Int("try", try).
+				Msg("could not " + what + " after Heap accepted the users; retrying, never resubmitting (is a bucket or stream full, or a NATS leader being elected? see the runbook: HeapdelStalled)")
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(wait << i):
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// requeueStored re-reads a job that another writer changed and queues the events of
+// the transitions it has reached.
+func (s *Service) requeueStored(ctx context.Context, pubs *publishes, requestID string) error {
+	job, _, found, err := s.getJob(ctx, requestID)
+	if err != nil {
+		return err
+	}
+	if found {
+		s.requeueEvents(pubs, &job)
+	}
+	return nil
+}
+
+// giveBack returns commands to JetStream for this or another replica: at once when
+// delay is nil (shutting down), otherwise after delay(it). It is the only way a
+// command goes back.
+func (s *Service) giveBack(items []item, delay func(item) time.Duration) {
+	for _, it := range items {
+		if delay == nil {
+			_ = it.msg.Nak()
+		} else {
+			_ = it.msg.NakWithDelay(delay(it))
 		}
 	}
-	return err
 }
 
-// release gives commands back to JetStream at once, for this or another replica.
-func (s *Service) release(items []item) {
-	for _, it := range items {
-		_ = it.msg.Nak()
-	}
+// storeDelay is how long a command waits after the job store failed before Heap was
+// involved: it grows with each delivery, so a store that refuses writes is not
+// hammered.
+func (s *Service) storeDelay(it item) time.Duration {
+	return backoff(it.delivered, s.cfg.RetryDelay, 30*time.Second)
 }
 
-// nak gives commands back after a delay that grows with each delivery, with jitter,
-// and is never shorter than atLeast (Heap's Retry-After). Those with a deadline are
-// first recorded as waiting for Heap, for the deadline gauges.
-func (s *Service) nak(ctx context.Context, claims []claim, base, ceiling, atLeast time.Duration) {
+// waitForHeap gives commands back after a delay that grows with each delivery and is
+// never shorter than atLeast (Heap's Retry-After, which the client caps). Those with
+// a deadline are first recorded as waiting for Heap, for the deadline gauges.
+func (s *Service) waitForHeap(ctx context.Context, claims []claim, base, ceiling, atLeast time.Duration) {
 	delays := make([]time.Duration, len(claims))
 	for i, c := range claims {
 		delays[i] = max(backoff(c.it.delivered, base, ceiling), atLeast)
@@ -476,15 +638,14 @@ func (s *Service) nak(ctx context.Context, claims []claim, base, ceiling, atLeas
 	}
 }
 
-// backoff is base·2^(n-1) capped at ceiling, ±20% jitter.
+// backoff is base·2^(n-1) capped at ceiling, ±10% jitter.
 func backoff(delivered uint64, base, ceiling time.Duration) time.Duration {
 	d := base
 	for i := uint64(1); i < delivered && d < ceiling; i++ {
 		d *= 2
 	}
 	d = min(d, ceiling)
-	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-	return d + jitter
+	return jitter(d)
 }
 
 func itemsOf(claims []claim) []item {
@@ -493,4 +654,10 @@ func itemsOf(claims []claim) []item {
 		out[i] = c.it
 	}
 	return out
+}
+
+// jitter spreads d by ±10%, so that commands given back together do not all come
+// back at the same moment.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
 }

@@ -1,0 +1,205 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Reconciliation finds jobs that are not terminal and that nothing moves on, and
+// repairs them or says so. Two stores hold a deletion's progress: the job store (one
+// record per request id) and the request bucket (the Heap requests being followed).
+// An operator's purge, a bucket lost or recreated, or a command that vanished from
+// its stream can leave them disagreeing:
+//
+//   - a job processing a Heap request that is no longer followed: nothing would
+//     ever recheck it or time it out. It is followed again (refollowed).
+//   - a job claimed (accepted) by a command that is no longer in the stream: nobody
+//     will submit it. Only its command holds the identity, so it cannot be
+//     repaired here: it is counted (heapdel_jobs_stuck{reason="orphaned"}) and
+//     logged, and a re-send of its request id takes the claim over.
+//   - a job held because Heap's answer could not be read waits for an operator
+//     (heapdel_jobs_stuck{reason="held"}).
+//
+// It runs on the replica that handles a recheck tick (one at a time across
+// replicas), at that replica's first tick and then every ReconcileInterval.
+const reconcileKey = "x.reconcile" // two tokens: the index's watch of "*" never sees it
+
+// maybeReconcile runs a reconciliation when this replica has not run one yet or the
+// last one (by any replica) is older than ReconcileInterval.
+func (s *Service) maybeReconcile() {
+	ctx, cancel := context.WithTimeout(s.runCtx, 10*time.Minute)
+	defer cancel()
+	if s.reconciledOnce.Load() {
+		e, err := s.requests.Get(ctx, reconcileKey)
+		if err == nil {
+			var at time.Time
+			if at.UnmarshalText(e.Value()) == nil && s.now().Sub(at) < s.cfg.ReconcileInterval {
+				return
+			}
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+			return
+		}
+	}
+	rep, err := s.Reconcile(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("reconciliation of jobs and followed Heap requests did not finish; tried again at a later tick")
+		return
+	}
+	s.reconciledOnce.Store(true)
+	at, _ := s.now().UTC().MarshalText()
+	_, _ = s.requests.Put(ctx, reconcileKey, at)
+	ev := s.log.Info()
+	if rep.Refollowed+rep.Orphaned+rep.Held > 0 {
+		ev = s.log.Warn()
+	}
+	ev.Int("jobs", rep.Jobs).Int("refollowed", rep.Refollowed).Int("orphaned", rep.Orphaned).Int("held", rep.Held).
+		Msg("reconciled the job store with the followed Heap requests")
+}
+
+// ReconcileReport says what one reconciliation found.
+type ReconcileReport struct {
+	Jobs       int // job records read
+	Refollowed int // processing jobs whose Heap request is followed again
+	Orphaned   int // accepted jobs whose command is gone from the stream
+	Held       int // held jobs
+}
+
+// Reconcile reads every job once and repairs what it can (see the package's
+// reconciliation notes in reconcile.go). It returns an error when the job store
+// cannot be read; repairs that fail are retried at the next reconciliation.
+func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
+	w, err := s.jobs.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return rep, fmt.Errorf("read jobs: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	byRequest := map[string][]Job{} // processing jobs by Heap request id
+	var accepted []Job
+read:
+	for {
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return rep, errors.New("job watch closed")
+			}
+			if e == nil {
+				break read
+			}
+			var j Job
+			if json.Unmarshal(e.Value(), &j) != nil {
+				continue
+			}
+			rep.Jobs++
+			switch j.Status {
+			case stateProcessing:
+				byRequest[j.HeapDeletionRequestID] = append(byRequest[j.HeapDeletionRequestID], j)
+			case stateAccepted:
+				accepted = append(accepted, j)
+			case stateHeld:
+				rep.Held++
+			}
+		}
+	}
+	_ = w.Stop()
+	for heapID, jobs := range byRequest {
+		if heapID == "" || s.index.has(requestKey(heapID)) {
+			continue
+		}
+		ok, err := s.refollow(ctx, heapID, jobs)
+		if err != nil {
+			s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("could not follow a Heap request again; tried at the next reconciliation")
+			continue
+		}
+		if ok {
+			rep.Refollowed += len(jobs)
+		}
+	}
+	for _, j := range accepted {
+		if s.orphaned(ctx, j) {
+			rep.Orphaned++
+		}
+	}
+	s.m.jobsStuck.WithLabelValues(stateHeld).Set(float64(rep.Held))
+	s.m.jobsStuck.WithLabelValues("orphaned").Set(float64(rep.Orphaned))
+	return rep, nil
+}
+
+// refollow follows a Heap request again whose processing jobs the request bucket
+// no longer knows. It returns false when the request turned out to be followed (a
+// lagging index) or the jobs moved on meanwhile.
+func (s *Service) refollow(ctx context.Context, heapID string, jobs []Job) (bool, error) {
+	if _, err := s.requests.Get(ctx, requestKey(heapID)); err == nil {
+		return false, nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+		return false, err
+	}
+	// Re-read the jobs: one that finished since the scan needs no following.
+	var members []Member
+	var deadlines []int64
+	submitted := time.Time{}
+	for _, j := range jobs {
+		cur, _, found, err := s.getJob(ctx, j.RequestID)
+		if err != nil {
+			return false, err
+		}
+		if !found || cur.Status != stateProcessing || cur.HeapDeletionRequestID != heapID {
+			continue
+		}
+		members = append(members, Member{RequestID: cur.RequestID, Attempt: cur.Attempt})
+		if !cur.Deadline.IsZero() {
+			deadlines = append(deadlines, cur.Deadline.Unix())
+		}
+		if submitted.IsZero() || cur.SubmittedAt.Before(submitted) {
+			submitted = cur.SubmittedAt
+		}
+	}
+	if len(members) == 0 {
+		return false, nil
+	}
+	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.RequestID, b.RequestID) })
+	mv, _ := json.Marshal(members)
+	if _, err := s.requests.Put(ctx, membersKey(heapID), mv); err != nil {
+		return false, fmt.Errorf("store members: %w", err)
+	}
+	r := HeapRequest{ID: heapID, SubmittedAt: submitted, NextCheckAt: s.now(), Users: len(members), Deadlines: deadlines}
+	rv, _ := json.Marshal(r)
+	rev, err := s.requests.Create(ctx, requestKey(heapID), rv)
+	if isConflict(err) {
+		return false, nil // followed meanwhile
+	}
+	if err != nil {
+		return false, fmt.Errorf("store Heap request: %w", err)
+	}
+	s.index.put(requestKey(heapID), indexEntry{req: r, rev: rev})
+	s.m.reconciled.WithLabelValues(repairRefollowed).Add(float64(len(members)))
+	s.log.Warn().Str("heap_deletion_request_id", heapID).Int("jobs", len(members)).
+		Msg("jobs were processing a Heap deletion request that was no longer followed (request bucket lost or purged?): following it again")
+	return true, nil
+}
+
+// orphaned says whether an accepted job's command is gone from the stream, and
+// logs it. A job claimed moments ago is re-read first, so a claim that moved on
+// during the scan is not taken for an orphan.
+func (s *Service) orphaned(ctx context.Context, j Job) bool {
+	exists, err := s.commandExists(ctx, j.Seq, j.RequestID)
+	if err != nil || exists {
+		return false
+	}
+	cur, _, found, err := s.getJob(ctx, j.RequestID)
+	if err != nil || !found || cur.Status != stateAccepted || cur.Seq != j.Seq {
+		return false
+	}
+	s.log.Error().Str("request_id", j.RequestID).Uint64("command_seq", j.Seq).
+		Msg("a job was claimed by a command that is no longer in the stream (purged, or the stream recreated): it will not be submitted until upstream re-sends this request id (runbook: HeapdelJobsStuck)")
+	return true
+}
