@@ -41,8 +41,8 @@ type batcher struct {
 	mu       sync.Mutex
 	held     map[*batch]struct{}
 	inflight map[uint64]struct{} // stream sequences taken and not yet settled
-	wg   sync.WaitGroup
-	done chan struct{} // closed when run returns: intake then naks instead of blocking
+	wg       sync.WaitGroup
+	done     chan struct{} // closed when run returns: intake then naks instead of blocking
 }
 
 // maxFlushes is how many batches may be between Heap and JetStream at once. Two keep
