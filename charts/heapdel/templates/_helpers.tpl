@@ -151,6 +151,8 @@ Mount paths of the files heapdel reads.
 {{- define "heapdel.credentialsDir" -}}/etc/heapdel/credentials{{- end }}
 {{- define "heapdel.natsAuthDir" -}}/etc/heapdel/nats{{- end }}
 {{- define "heapdel.natsTLSDir" -}}/etc/heapdel/nats-tls{{- end }}
+{{- define "heapdel.caBundleDir" -}}/etc/heapdel/ca{{- end }}
+{{- define "heapdel.caBundleFile" -}}ca-bundle.crt{{- end }}
 
 {{/*
 heapdel.validate stops rendering with one clear message when the values cannot work.
@@ -185,6 +187,9 @@ heapdel.validate stops rendering with one clear message when the values cannot w
 {{- end }}
 {{- if and (not .Values.nats.url) (gt (int .Values.replicaCount) 1) }}
 {{- fail "heapdel: nats.url is empty, which starts an embedded NATS server in each pod; the pods would not share state. Set nats.url to your NATS cluster, or replicaCount to 1 to try heapdel out." }}
+{{- end }}
+{{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
+{{- fail "heapdel: caBundle.configMap and caBundle.secret are both set. Set one: the CA bundle comes from a ConfigMap or from a Secret." }}
 {{- end }}
 {{- if include "heapdel.pdbEnabled" . }}
 {{- $r := int .Values.replicaCount }}

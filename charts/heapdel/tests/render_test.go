@@ -860,3 +860,82 @@ func TestDeterministic(t *testing.T) {
 		t.Error("two renders of the same values differ")
 	}
 }
+
+// TestProxyAndCABundle checks the proxy values become the variables Go's HTTP
+// client reads, the CA bundle is mounted where SSL_CERT_FILE points, and extra
+// volumes are mounted.
+func TestProxyAndCABundle(t *testing.T) {
+	c := loadChart(t)
+	for name, tc := range map[string]struct {
+		caBundle map[string]any
+		fromCM   bool
+	}{
+		"configMap": {map[string]any{"configMap": "corp-ca", "key": "bundle.pem"}, true},
+		"secret":    {map[string]any{"secret": "corp-ca", "key": "bundle.pem"}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := decodeAll(t, mustRender(t, c, map[string]any{
+				"credentials":       map[string]any{"existingSecret": "s"},
+				"proxy":             map[string]any{"httpsProxy": "http://proxy:3128", "httpProxy": "http://proxy:3128", "noProxy": ".svc,10.0.0.0/8"},
+				"caBundle":          tc.caBundle,
+				"extraVolumes":      []any{map[string]any{"name": "extra", "emptyDir": map[string]any{}}},
+				"extraVolumeMounts": []any{map[string]any{"name": "extra", "mountPath": "/extra"}},
+			}))
+			pod := o.deployment.Spec.Template.Spec
+			ctr := pod.Containers[0]
+			env := containerEnv(t, ctr, o.configMaps)
+			for k, want := range map[string]string{"HTTPS_PROXY": "http://proxy:3128", "HTTP_PROXY": "http://proxy:3128", "NO_PROXY": ".svc,10.0.0.0/8"} {
+				if env[k] != want {
+					t.Errorf("%s=%q, want %q", k, env[k], want)
+				}
+			}
+			certFile := env["SSL_CERT_FILE"]
+			found := false
+			for _, m := range ctr.VolumeMounts {
+				if !strings.HasPrefix(certFile, m.MountPath+"/") {
+					continue
+				}
+				rel := strings.TrimPrefix(certFile, m.MountPath+"/")
+				for _, v := range pod.Volumes {
+					if v.Name != m.Name {
+						continue
+					}
+					switch {
+					case tc.fromCM && v.ConfigMap != nil && v.ConfigMap.Name == "corp-ca":
+						found = len(v.ConfigMap.Items) == 1 && v.ConfigMap.Items[0].Key == "bundle.pem" && v.ConfigMap.Items[0].Path == rel
+					case !tc.fromCM && v.Secret != nil && v.Secret.SecretName == "corp-ca":
+						found = len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == "bundle.pem" && v.Secret.Items[0].Path == rel
+					}
+				}
+			}
+			if !found {
+				t.Errorf("SSL_CERT_FILE=%q is not key bundle.pem of the mounted %s corp-ca", certFile, name)
+			}
+			mounted := false
+			for _, m := range ctr.VolumeMounts {
+				mounted = mounted || (m.Name == "extra" && m.MountPath == "/extra")
+			}
+			if !mounted {
+				t.Error("extraVolumeMounts is not mounted")
+			}
+		})
+	}
+
+	// Without the values nothing is set.
+	o := decodeAll(t, mustRender(t, c, map[string]any{"credentials": map[string]any{"existingSecret": "s"}}))
+	env := containerEnv(t, o.deployment.Spec.Template.Spec.Containers[0], o.configMaps)
+	for _, k := range []string{"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE"} {
+		if _, ok := env[k]; ok {
+			t.Errorf("%s is set by default", k)
+		}
+	}
+
+	// Both sources at once are refused.
+	_, err := render(t, c, releaseName, map[string]any{
+		"credentials": map[string]any{"existingSecret": "s"},
+		"caBundle":    map[string]any{"configMap": "a", "secret": "b"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "caBundle.configMap and caBundle.secret are both set") {
+		t.Errorf("got %v, want a refusal of two CA bundle sources", err)
+	}
+}
