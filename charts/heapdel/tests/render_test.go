@@ -939,3 +939,25 @@ func TestProxyAndCABundle(t *testing.T) {
 		t.Errorf("got %v, want a refusal of two CA bundle sources", err)
 	}
 }
+
+// TestDefaultResources checks the pods are not BestEffort by default: a memory
+// request that covers the measured peak (about 150 MiB), a memory limit above it,
+// and a CPU request without a CPU limit.
+func TestDefaultResources(t *testing.T) {
+	o := decodeAll(t, mustRender(t, loadChart(t), ciCases(t)["defaults"]))
+	r := o.deployment.Spec.Template.Spec.Containers[0].Resources
+	const peak = 150 << 20
+	memReq, memLim := r.Requests.Memory(), r.Limits.Memory()
+	if memReq.Value() < peak {
+		t.Errorf("memory request %s is below the measured peak of 150 MiB", memReq)
+	}
+	if memLim.IsZero() || memLim.Cmp(*memReq) < 0 {
+		t.Errorf("memory limit %s, want one at or above the request %s", memLim, memReq)
+	}
+	if r.Requests.Cpu().IsZero() {
+		t.Error("no CPU request: the pod is scheduled without a CPU share")
+	}
+	if !r.Limits.Cpu().IsZero() {
+		t.Errorf("CPU limit %s: a CFS quota throttles heapdel's bursts and its probes", r.Limits.Cpu())
+	}
+}
