@@ -1,0 +1,225 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heapdel/heapdel/consumer"
+	"github.com/heapdel/heapdel/events"
+	"github.com/heapdel/heapdel/heapclient"
+	"github.com/heapdel/heapdel/heapclient/heaptest"
+)
+
+// The tests of "a status never lies, a deletion never stalls": each one failed
+// before its fix (see the commit that added it).
+
+// After Heap accepted a batch, a request bucket that refuses writes (full) must not
+// make heapdel submit the users again: it keeps the batch, says it is stalled, and
+// records everything once the bucket has room.
+func TestFullBucketAfterAcceptanceNeverResubmits(t *testing.T) {
+	e := newEnv(t, heaptest.Options{CompleteAfter: 500 * time.Millisecond}, nil)
+	svc := e.replica(nil)
+	ctx := context.Background()
+	name := "KV_HEAP_DELETION_REQUESTS"
+	st, err := e.js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	full := cfg
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	if _, err := e.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(ctx, "$KV.HEAP_DELETION_REQUESTS.filler", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	cmds := identityCmds("full", 20)
+	e.publish(false, cmds...)
+	reg := e.registries()[0]
+	eventually(t, 20*time.Second, func() string {
+		if svc.Ready() == nil {
+			return "ready while the request bucket refuses writes"
+		}
+		return gaugesAre(reg, map[string]float64{"heapdel_stalled/store": 1})
+	})
+	time.Sleep(2 * time.Second) // time for a resubmission loop to show
+	if n := len(e.sim.Submissions()); n != 1 {
+		t.Fatalf("%d Heap submissions while the bucket was full, want 1", n)
+	}
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTerminal(30*time.Second, ids(cmds)...)
+	e.noneFailed()
+	if n := len(e.sim.Submissions()); n != 1 {
+		t.Errorf("%d Heap submissions, want 1", n)
+	}
+	if n := counter(t, reg, "heapdel_commands_redelivered_total"); n != 0 {
+		t.Errorf("%v redeliveries after Heap accepted the batch", n)
+	}
+	eventually(t, 10*time.Second, func() string { return gaugesAre(reg, map[string]float64{"heapdel_stalled/store": 0}) })
+}
+
+// Answers that are not Heap's (a redirect, a proxy asking for credentials, an
+// unlisted 4xx) say nothing about the users: nothing fails, all complete after.
+func TestAnswersThatSayNothingFailNobody(t *testing.T) {
+	for _, f := range []heaptest.Fault{
+		{Endpoint: "user_deletion", Status: 301, Location: "https://elsewhere.example/"},
+		{Endpoint: "user_deletion", Status: 407},
+		{Endpoint: "user_deletion", Status: 418},
+		{Endpoint: "auth_token", Status: 400},
+	} {
+		t.Run(fmt.Sprintf("%s_%d", f.Endpoint, f.Status), func(t *testing.T) {
+			e := newEnv(t, heaptest.Options{}, nil)
+			f.For = 2 * time.Second
+			e.sim.Script(f)
+			e.replica(nil)
+			cmds := identityCmds("nothing", 30)
+			e.publish(false, cmds...)
+			e.waitTerminal(40*time.Second, ids(cmds)...)
+			e.noneFailed()
+		})
+	}
+}
+
+// A rate limiter or tick running out of time is not Heap saying "pending": with a
+// slow rate and a short MaxPending, deletions Heap completes at once all complete.
+func TestLimiterStarvationIsNoTimeout(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) {
+		c.BatchSize = 3
+		c.MaxPending = time.Second
+	})
+	e.replica(func(h *heapclient.Config) { h.Rate, h.Burst = 3, 1 })
+	cmds := identityCmds("starved", 30) // 10 Heap requests, at most ~3 calls a tick
+	e.publish(false, cmds...)
+	e.waitTerminal(60*time.Second, ids(cmds)...)
+	e.noneFailed()
+}
+
+// A valid command and a malformed re-send of its request id in one batch: the
+// request is deleted and no failed event contradicts it.
+func TestInvalidResendInSameBatch(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.BatchWait = time.Second })
+	stop(t, e.replica(nil)) // provisions; commands then queue up for one batch
+	bad := binaryMsg(`{"request_id":"same-1","identity":"s@example.com","user_id":3}`)
+	e.publishMsg(bad) // first, so it would have been handled first
+	e.publish(false, events.Command{RequestID: "same-1", Identity: "s@example.com"})
+	e.replica(nil)
+	e.waitTerminal(20*time.Second, "same-1")
+	time.Sleep(500 * time.Millisecond)
+	if got := e.statuses("same-1"); !slices.Equal(got, lifetime) {
+		t.Fatalf("same-1: %v, want %v", got, lifetime)
+	}
+}
+
+// A job claimed by a command that then left the stream (purged by an operator) is
+// found by reconciliation, counted, and taken over by a re-send.
+func TestOrphanedClaimTakenOverByResend(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.ReconcileInterval = time.Second })
+	e.replica(nil)
+	ctx := context.Background()
+	kv, err := e.js.KeyValue(ctx, "HEAP_DELETION_JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := consumer.Job{RequestID: "orphan-1", Attempt: 1, Status: "accepted", Seq: 424242, RequestedAt: time.Now().UTC(),
+		History: []consumer.Transition{{Status: "accepted", At: time.Now().UTC()}}}
+	v, _ := json.Marshal(orphan)
+	if _, err := kv.Create(ctx, consumer.JobKey("orphan-1"), v); err != nil {
+		t.Fatal(err)
+	}
+	reg := e.registries()[0]
+	eventually(t, 20*time.Second, func() string {
+		return gaugesAre(reg, map[string]float64{"heapdel_jobs_stuck/orphaned": 1})
+	})
+	if !strings.Contains(e.logs.String(), "no longer in the stream") {
+		t.Error("no log line for the orphaned claim")
+	}
+	e.publish(false, events.Command{RequestID: "orphan-1", Identity: "orphan@example.com"})
+	e.waitTerminal(20*time.Second, "orphan-1")
+	if got := e.terminal("orphan-1"); got != events.StatusComplete {
+		t.Fatalf("orphan-1: %s, want complete", got)
+	}
+	eventually(t, 20*time.Second, func() string {
+		return gaugesAre(reg, map[string]float64{"heapdel_jobs_stuck/orphaned": 0, "heapdel_reconciled_total/orphaned_claim": 1})
+	})
+}
+
+// Losing the request bucket's records (an operator's purge, a bucket recreated) must
+// not leave processing jobs unfollowed: reconciliation follows them again and they
+// complete when Heap says so.
+func TestLostRequestBucketIsReconciled(t *testing.T) {
+	e := newEnv(t, heaptest.Options{CompleteAfter: 4 * time.Second}, func(c *consumer.Config) { c.ReconcileInterval = time.Second })
+	e.replica(nil)
+	cmds := identityCmds("lost", 40)
+	e.publish(false, cmds...)
+	eventually(t, 20*time.Second, func() string {
+		for _, id := range ids(cmds) {
+			if got := e.statuses(id); len(got) < 2 {
+				return id + " not processing yet"
+			}
+		}
+		return ""
+	})
+	ctx := context.Background()
+	kv, err := e.js.KeyValue(ctx, "HEAP_DELETION_REQUESTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys.Keys() {
+		if err := kv.Purge(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitTerminal(40*time.Second, ids(cmds)...)
+	e.noneFailed()
+	reg := e.registries()[0]
+	if got, _ := gauges(reg); got["heapdel_reconciled_total/refollowed"] != float64(len(cmds)) {
+		t.Errorf("heapdel_reconciled_total{what=refollowed} = %v, want %d", got["heapdel_reconciled_total/refollowed"], len(cmds))
+	}
+}
+
+// A 2xx from user_deletion without a deletion request id: Heap may have accepted
+// the users. They are held, never resubmitted, nothing is published, and the held
+// jobs are counted for an operator.
+func TestUnreadableAcceptanceIsHeld(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.ReconcileInterval = time.Second })
+	e.sim.Script(heaptest.Fault{Endpoint: "user_deletion", Body: `{"status":"pending"}`, Count: 1})
+	e.replica(nil)
+	cmds := identityCmds("held", 10)
+	e.publish(false, cmds...)
+	reg := e.registries()[0]
+	eventually(t, 20*time.Second, func() string {
+		return gaugesAre(reg, map[string]float64{"heapdel_jobs_stuck/held": 10})
+	})
+	time.Sleep(time.Second)
+	if n := len(e.sim.Submissions()); n != 1 {
+		t.Fatalf("%d submissions, want 1 (held users are never sent again)", n)
+	}
+	for _, id := range ids(cmds) {
+		if got := e.statuses(id); len(got) != 0 {
+			t.Fatalf("%s: %v, want no event for a held job", id, got)
+		}
+	}
+	// A re-send is a duplicate: still held, still one submission.
+	e.publish(false, cmds[0])
+	time.Sleep(time.Second)
+	if n := len(e.sim.Submissions()); n != 1 {
+		t.Fatalf("%d submissions after a re-send of a held request id, want 1", n)
+	}
+	if strings.Contains(e.logs.String(), cmds[0].Identity) {
+		t.Error("an identity reached the logs")
+	}
+}
