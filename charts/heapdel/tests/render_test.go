@@ -961,3 +961,24 @@ func TestDefaultResources(t *testing.T) {
 		t.Errorf("CPU limit %s: a CFS quota throttles heapdel's bursts and its probes", r.Limits.Cpu())
 	}
 }
+
+// TestSecretChangeRollsPods checks a changed chart-managed Secret changes the pod
+// template, so `helm upgrade` rolls the pods onto the new credentials; an
+// existingSecret is not the chart's to hash (heapdel re-reads the key file).
+func TestSecretChangeRollsPods(t *testing.T) {
+	c := loadChart(t)
+	annotation := func(key string) string {
+		o := decodeAll(t, mustRender(t, c, map[string]any{
+			"credentials": map[string]any{"heapAppId": "123", "heapApiKey": key},
+		}))
+		return o.deployment.Spec.Template.Annotations["checksum/secret"]
+	}
+	a, b := annotation("old-key"), annotation("new-key")
+	if a == "" || a == b {
+		t.Errorf("checksum/secret %q then %q: a new API key does not roll the pods", a, b)
+	}
+	o := decodeAll(t, mustRender(t, c, map[string]any{"credentials": map[string]any{"existingSecret": "s"}}))
+	if _, ok := o.deployment.Spec.Template.Annotations["checksum/secret"]; ok {
+		t.Error("checksum/secret is set for an existingSecret the chart cannot read")
+	}
+}
