@@ -150,6 +150,7 @@ func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 	}
 	var seen keySet
 	var doubled, dct, data []byte
+	var base64 bool
 	if !forEachMember(body, func(k, v []byte) bool {
 		k = decodeKey(k)
 		if seen.add(k) {
@@ -161,10 +162,17 @@ func checkStructured(h nats.Header, body []byte) ([]byte, *InvalidError) {
 			dct = v
 		case "data":
 			data = v
+		case "data_base64":
+			base64 = true
 		}
 		return true
 	}) {
 		return nil, invalid(reasonNotCloudEvent, "body is not a JSON object")
+	}
+	if data != nil && base64 {
+		// The JSON event format makes them exclusive, and the SDK would keep
+		// whichever comes last.
+		return nil, invalid(reasonBadField, "data and data_base64 both given, want one")
 	}
 	if doubled != nil {
 		name := "an envelope attribute"
@@ -321,6 +329,12 @@ func parseData(data []byte) (Command, *InvalidError) {
 			return fail(reasonBadField, "identity must be a string of valid UTF-8")
 		case s == "":
 			return fail(reasonBadField, "identity is empty")
+		case strings.TrimSpace(s) == "":
+			return fail(reasonBadField, "identity is blank (whitespace only)")
+		case strings.TrimSpace(s) != s:
+			// Not trimmed: Heap matches identities exactly, so trimming could delete
+			// someone else, or no one.
+			return fail(reasonBadField, "identity has leading or trailing whitespace")
 		case len(s) > maxIdentity:
 			return fail(reasonBadField, "identity is longer than 1024 bytes")
 		}
@@ -497,9 +511,10 @@ func (s *bodySink) ReadFrom(r io.Reader) (int64, error) {
 	return n, err
 }
 
-// writeMsg encodes e with the SDK's NATS JetStream binding. Binary mode also sets
-// "content-type" (the CloudEvents NATS binding maps datacontenttype to it); structured
-// mode sets it to application/cloudevents+json.
+// writeMsg encodes e with the SDK's NATS JetStream binding. Structured mode sets
+// "content-type: application/cloudevents+json", which is how the CloudEvents NATS
+// binding tells the modes apart. Binary mode sets no "content-type": the binding
+// maps datacontenttype to ce-datacontenttype only (unlike the HTTP binding).
 func writeMsg(subject string, e *event.Event, structured bool) (*nats.Msg, error) {
 	ctx := binding.WithForceBinary(context.Background())
 	if structured {
@@ -515,8 +530,6 @@ func writeMsg(subject string, e *event.Event, structured bool) (*nats.Msg, error
 	}
 	if structured {
 		h.Set(hdrContentType, ctCloudEvents)
-	} else {
-		h.Set(hdrContentType, e.DataContentType())
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: sink.b}, nil
 }

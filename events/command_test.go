@@ -2,9 +2,11 @@ package events
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,6 +118,28 @@ func sdkStructured(ct string) func(t testing.TB, m mode) (nats.Header, []byte) {
 			t.Fatal(err)
 		}
 		return nats.Header{"content-type": {"application/cloudevents+json"}}, b
+	}
+}
+
+// withAttrs makes a command in mode m with data and extra CloudEvent attributes,
+// given as raw JSON values (binary mode takes the string's content as the
+// header value).
+func withAttrs(data string, raw map[string]string) func(t testing.TB, m mode) (nats.Header, []byte) {
+	return func(t testing.TB, m mode) (nats.Header, []byte) {
+		h, b := buildMsg(t, m, data, nil)
+		for _, k := range slices.Sorted(maps.Keys(raw)) {
+			v := raw[k]
+			if m == binaryMode {
+				var sv string
+				if err := json.Unmarshal([]byte(v), &sv); err != nil {
+					t.Fatalf("binary attribute %s: %v", k, err)
+				}
+				h.Set("ce-"+k, sv)
+				continue
+			}
+			b = append([]byte(`{"`+k+`":`+v+`,`), b[1:]...)
+		}
+		return h, b
 	}
 }
 
@@ -312,7 +336,23 @@ func decodeCases() []decodeCase {
 		{name: "10 MB body", reason: "too_large",
 			data: `{"request_id":"big-1",` + id + `,"pad":"` + long(10<<20) + `"}`},
 
+		// invalid: envelope
+		{name: "structured data and data_base64", only: onlyMode(structuredMode), reason: "bad_field", rid: "r1",
+			msg: withAttrs(`{"request_id":"r1",`+id+`}`, map[string]string{"data_base64": `"eyJyZXF1ZXN0X2lkIjoicjEiLCJ1c2VyX2lkIjoxfQ=="`})},
+		{name: "structured data_base64 and data", only: onlyMode(structuredMode), reason: "bad_field", rid: "r1",
+			msg: func(t testing.TB, m mode) (nats.Header, []byte) {
+				h, b := buildMsg(t, m, `{"request_id":"r1",`+id+`}`, nil)
+				return h, bytes.Replace(b, []byte(`"data":`), []byte(`"data_base64":"eyJyZXF1ZXN0X2lkIjoicjEiLCJ1c2VyX2lkIjoxfQ==","data":`), 1)
+			}},
+		{name: "structured data null and data_base64", only: onlyMode(structuredMode), reason: "bad_field",
+			msg: withAttrs(`null`, map[string]string{"data_base64": `"eyJyZXF1ZXN0X2lkIjoicjEiLCJ1c2VyX2lkIjoxfQ=="`})},
+
 		// invalid: data
+		{name: "identity blank", data: `{"request_id":"r1","identity":" "}`, reason: "bad_field", rid: "r1"},
+		{name: "identity whitespace only", data: `{"request_id":"r1","identity":"\t\n\r \u00a0"}`, reason: "bad_field", rid: "r1"},
+		{name: "identity leading space", data: `{"request_id":"r1","identity":" ` + secretIdentity + `"}`, reason: "bad_field", rid: "r1"},
+		{name: "identity trailing newline", data: `{"request_id":"r1","identity":"` + secretIdentity + `\n"}`, reason: "bad_field", rid: "r1"},
+		{name: "identity trailing no-break space", data: `{"request_id":"r1","identity":"` + secretIdentity + `\u00a0"}`, reason: "bad_field", rid: "r1"},
 		{name: "data not JSON", data: `request_id=r1 identity=` + secretIdentity, only: onlyMode(binaryMode), reason: "bad_json"},
 		{name: "data truncated JSON", data: `{"request_id":"r1",` + id, only: onlyMode(binaryMode), reason: "bad_json"},
 		{name: "data array", data: `[{"request_id":"r1"}]`, reason: "bad_json"},

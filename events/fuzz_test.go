@@ -106,7 +106,7 @@ func FuzzDecode(f *testing.F) {
 		if (c.Identity == "") == (c.UserID == 0) {
 			t.Fatalf("want exactly one user: %+v", c)
 		}
-		if len(c.Identity) > maxIdentity || !utf8.ValidString(c.Identity) {
+		if len(c.Identity) > maxIdentity || !utf8.ValidString(c.Identity) || strings.TrimSpace(c.Identity) != c.Identity {
 			t.Fatalf("accepted bad identity")
 		}
 		// What was accepted re-encodes to a command that decodes the same, in both modes.
