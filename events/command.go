@@ -30,6 +30,15 @@ type Command struct {
 	Source    string    // the CloudEvent's source
 	Type      string    // the CloudEvent's type
 	Time      time.Time // the CloudEvent's time, zero if absent
+	// TraceParent and TraceState are the command's W3C Trace Context, from the
+	// CloudEvents distributed tracing extension (traceparent and tracestate
+	// attributes; ce-traceparent and ce-tracestate headers in binary mode), to be
+	// copied onto every status event of the request. Each is "" when absent or
+	// malformed: a malformed one is dropped (a tracestate also when the
+	// traceparent is dropped), never copied, and the command stays valid.
+	// TraceState has the whitespace around its list members removed.
+	TraceParent string
+	TraceState  string
 }
 
 // Defaults for [DecoderConfig].
@@ -131,6 +140,7 @@ func (d *Decoder) decode(subject string, h nats.Header, data []byte) (Command, *
 		return Command{}, ie
 	}
 	c.EventID, c.Source, c.Type, c.Time = e.ID(), e.Source(), e.Type(), e.Time()
+	c.TraceParent, c.TraceState = traceContext(e)
 	return c, nil
 }
 
@@ -465,7 +475,8 @@ type commandData struct {
 // defaults to a new UUID, the source to "heapdel-publish", the type to
 // "heap.deletion.requested", the time to now) and does not validate it, so tests can
 // build invalid commands too: an identity is written when non-empty, a user_id (as an
-// exact JSON integer) when non-zero. An error means the SDK could not encode the event.
+// exact JSON integer) when non-zero, and the trace context attributes when
+// non-empty. An error means the SDK could not encode the event.
 func NewCommandMsg(subject string, c Command, structured bool) (*nats.Msg, error) {
 	d := commandData{RequestID: c.RequestID, Identity: c.Identity, UserID: c.UserID}
 	if !c.Deadline.IsZero() {
@@ -486,6 +497,12 @@ func NewCommandMsg(subject string, c Command, structured bool) (*nats.Msg, error
 	e.SetTime(t)
 	e.SetDataContentType(ctJSON)
 	e.DataEncoded = data
+	if c.TraceParent != "" {
+		e.SetExtension(extTraceParent, c.TraceParent)
+	}
+	if c.TraceState != "" {
+		e.SetExtension(extTraceState, c.TraceState)
+	}
 	return writeMsg(subject, &e, structured)
 }
 

@@ -121,6 +121,9 @@ func sdkStructured(ct string) func(t testing.TB, m mode) (nats.Header, []byte) {
 	}
 }
 
+// A W3C traceparent of version 00 (the W3C specification's example).
+const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 // withAttrs makes a command in mode m with data and extra CloudEvent attributes,
 // given as raw JSON values (binary mode takes the string's content as the
 // header value).
@@ -140,6 +143,27 @@ func withAttrs(data string, raw map[string]string) func(t testing.TB, m mode) (n
 			b = append([]byte(`{"`+k+`":`+v+`,`), b[1:]...)
 		}
 		return h, b
+	}
+}
+
+// traceAttrs is withAttrs for a traceparent and a tracestate ("-": absent).
+func traceAttrs(data, parent, state string) func(t testing.TB, m mode) (nats.Header, []byte) {
+	raw := map[string]string{}
+	for k, v := range map[string]string{"traceparent": parent, "tracestate": state} {
+		if v != "-" {
+			q, _ := json.Marshal(v)
+			raw[k] = string(q)
+		}
+	}
+	return withAttrs(data, raw)
+}
+
+func wantTrace(parent, state string) func(t *testing.T, c Command) {
+	return func(t *testing.T, c Command) {
+		t.Helper()
+		if c.TraceParent != parent || c.TraceState != state {
+			t.Errorf("trace context %q, %q; want %q, %q", c.TraceParent, c.TraceState, parent, state)
+		}
 	}
 }
 
@@ -336,6 +360,51 @@ func decodeCases() []decodeCase {
 		{name: "10 MB body", reason: "too_large",
 			data: `{"request_id":"big-1",` + id + `,"pad":"` + long(10<<20) + `"}`},
 
+		// trace context: kept when valid, dropped (the command still valid) when not
+		{name: "trace context", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "congo=t61rcWkgMzE,rojo@vendor=00f067aa0ba902b7"),
+			check: wantTrace(testTraceParent, "congo=t61rcWkgMzE,rojo@vendor=00f067aa0ba902b7")},
+		{name: "traceparent only", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "-"),
+			check: wantTrace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "")},
+		{name: "no trace context", rid: "r1", data: `{"request_id":"r1",` + id + `}`, check: wantTrace("", "")},
+		{name: "tracestate whitespace and empty members removed", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a=1 ,\t, b=x*y/z , "),
+			check: wantTrace(testTraceParent, "a=1,b=x*y/z")},
+		{name: "tracestate 32 members", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, traceMembers(32)),
+			check: wantTrace(testTraceParent, traceMembers(32))},
+		{name: "traceparent uppercase hex dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "a=1"),
+			check: wantTrace("", "")},
+		{name: "traceparent zero trace id dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "a=1"),
+			check: wantTrace("", "")},
+		{name: "traceparent zero parent id dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "-"),
+			check: wantTrace("", "")},
+		{name: "traceparent version ff dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "-"),
+			check: wantTrace("", "")},
+		{name: "traceparent with a suffix dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent+"-xyz", "-"),
+			check: wantTrace("", "")},
+		{name: "traceparent short dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", "-"),
+			check: wantTrace("", "")},
+		{name: "traceparent bad separator dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "-"),
+			check: wantTrace("", "")},
+		{name: "tracestate without traceparent dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, "-", "a=1"),
+			check: wantTrace("", "")},
+		{name: "tracestate uppercase key dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "A=1"),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate doubled key dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a=1,a=2"),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate 33 members dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, traceMembers(33)),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate over 512 characters dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a="+long(255)+",b="+long(255)),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate member without = dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a=1,b"),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate value with a space dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a=b c"),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate value with percent dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a=%41"),
+			check: wantTrace(testTraceParent, "")},
+		{name: "tracestate bad multi-tenant key dropped", rid: "r1", msg: traceAttrs(`{"request_id":"r1",`+id+`}`, testTraceParent, "a@1=x"),
+			check: wantTrace(testTraceParent, "")},
+		{name: "structured traceparent not a string dropped", only: onlyMode(structuredMode), rid: "r1",
+			msg: withAttrs(`{"request_id":"r1",`+id+`}`, map[string]string{"traceparent": "42", "tracestate": `"a=1"`}), check: wantTrace("", "")},
+
 		// invalid: envelope
 		{name: "structured data and data_base64", only: onlyMode(structuredMode), reason: "bad_field", rid: "r1",
 			msg: withAttrs(`{"request_id":"r1",`+id+`}`, map[string]string{"data_base64": `"eyJyZXF1ZXN0X2lkIjoicjEiLCJ1c2VyX2lkIjoxfQ=="`})},
@@ -406,6 +475,15 @@ func decodeCases() []decodeCase {
 		{name: "deadline not RFC 3339", data: `{"request_id":"r1",` + id + `,"deadline":"next week"}`, reason: "bad_field", rid: "r1"},
 		{name: "deadline number", data: `{"request_id":"r1",` + id + `,"deadline":1767225600}`, reason: "bad_field", rid: "r1"},
 	}
+}
+
+// traceMembers returns a valid tracestate of n members.
+func traceMembers(n int) string {
+	m := make([]string, n)
+	for i := range m {
+		m[i] = fmt.Sprintf("k%d=v%d", i, i)
+	}
+	return strings.Join(m, ",")
 }
 
 func wideFields(n int) string {
@@ -560,6 +638,7 @@ func TestNewCommandMsgRoundTrip(t *testing.T) {
 		{name: "identity", in: Command{RequestID: "r1", Identity: secretIdentity, Deadline: deadline, EventID: "e1", Source: "src", Time: deadline}},
 		{name: "user id max", in: Command{RequestID: "r2", UserID: 18446744073709551615}},
 		{name: "identity needing escapes", in: Command{RequestID: "r3", Identity: "secret \"<&>\" \u2028 é"}},
+		{name: "trace context", in: Command{RequestID: "r4", UserID: 1, TraceParent: testTraceParent, TraceState: "a=1,b@c=2"}},
 	}
 	for _, tc := range tests {
 		for _, structured := range []bool{false, true} {
@@ -592,7 +671,8 @@ func TestNewCommandMsgRoundTrip(t *testing.T) {
 				}
 				if c.RequestID != want.RequestID || c.Identity != want.Identity || c.UserID != want.UserID ||
 					!c.Deadline.Equal(want.Deadline) || c.EventID != want.EventID || c.Source != want.Source ||
-					c.Type != want.Type || !c.Time.Equal(want.Time) || c.Time.IsZero() {
+					c.Type != want.Type || !c.Time.Equal(want.Time) || c.Time.IsZero() ||
+					c.TraceParent != want.TraceParent || c.TraceState != want.TraceState {
 					t.Errorf("decoded %+v, want %+v", c, want)
 				}
 			})

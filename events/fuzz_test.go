@@ -109,6 +109,12 @@ func FuzzDecode(f *testing.F) {
 		if len(c.Identity) > maxIdentity || !utf8.ValidString(c.Identity) || strings.TrimSpace(c.Identity) != c.Identity {
 			t.Fatalf("accepted bad identity")
 		}
+		if c.TraceParent != "" && !validTraceParent(c.TraceParent) || c.TraceParent == "" && c.TraceState != "" {
+			t.Fatalf("accepted bad traceparent %q (tracestate %q)", c.TraceParent, c.TraceState)
+		}
+		if ts, ok := normalTraceState(c.TraceState); !ok || ts != c.TraceState {
+			t.Fatalf("accepted bad tracestate %q", c.TraceState)
+		}
 		// What was accepted re-encodes to a command that decodes the same, in both modes.
 		for _, structured := range []bool{false, true} {
 			msg, err := NewCommandMsg(testSubject, c, structured)
@@ -125,6 +131,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			if again.RequestID != c.RequestID || again.Identity != c.Identity || again.UserID != c.UserID ||
 				!again.Deadline.Equal(c.Deadline) || again.Type != c.Type ||
+				again.TraceParent != c.TraceParent || again.TraceState != c.TraceState ||
 				// The SDK trims the id it writes; NATS trims header values on the wire anyway.
 				again.EventID != strings.TrimSpace(c.EventID) {
 				t.Fatalf("re-decode (structured=%v) = %+v, want %+v", structured, again, c)

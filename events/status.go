@@ -61,6 +61,14 @@ type StatusEvent struct {
 	Reason                Reason
 	Message               string
 	Time                  time.Time // event time; zero → the time of encoding
+	// TraceParent and TraceState are the W3C Trace Context of the command that
+	// started the request ([Command.TraceParent]), written as the CloudEvents
+	// distributed tracing extension: traceparent and tracestate attributes
+	// (ce-traceparent and ce-tracestate headers in binary mode). One that is
+	// empty or not valid is left out (a tracestate also without a valid
+	// traceparent); it never makes Encode fail.
+	TraceParent string
+	TraceState  string
 }
 
 // Defaults for [EncoderConfig].
@@ -123,6 +131,7 @@ func (e *Encoder) Encode(ev StatusEvent) (*nats.Msg, error) {
 	}
 	ce.SetTime(t)
 	ce.SetDataContentType(ctJSON)
+	setTraceContext(&ce, ev.TraceParent, ev.TraceState)
 	ce.DataEncoded = appendStatusData(make([]byte, 0, 256), &ev)
 	msg, err := writeMsg(e.prefix+".status."+string(ev.Status), &ce, e.structured)
 	if err != nil {
@@ -215,7 +224,8 @@ type statusData struct {
 
 // DecodeStatus reads a status event of either mode from a message's headers and
 // data, and returns it with its CloudEvent id. Attempt and CommandSeq are not
-// carried by the event and are left 0. An error means the message is not a valid
+// carried by the event and are left 0; TraceParent and TraceState are set when the
+// event carries valid ones. An error means the message is not a valid
 // status event: not a CloudEvent, not of a heap.deletion.<status> type, or with data
 // that does not decode; h is not modified.
 func DecodeStatus(h nats.Header, data []byte) (ev StatusEvent, eventID string, err error) {
@@ -248,6 +258,7 @@ func DecodeStatus(h nats.Header, data []byte) (ev StatusEvent, eventID string, e
 		Message:               d.Message,
 		Time:                  ce.Time(),
 	}
+	ev.TraceParent, ev.TraceState = traceContext(ce)
 	for _, f := range []struct {
 		name string
 		in   *string

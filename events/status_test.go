@@ -25,6 +25,8 @@ func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
 		{name: "failed invalid", ev: StatusEvent{RequestID: "a:b.c_d-e", Status: StatusFailed, Attempt: 0, CommandSeq: 18446744073709551615,
 			Reason: ReasonInvalidCommand, Message: "bad_field: user_id \"quoted\" <tag> é\n", Time: at}},
 		{name: "processing", ev: StatusEvent{RequestID: "r", Status: StatusProcessing, Attempt: 7, CommandSeq: 3, Time: at}},
+		{name: "with trace context", ev: StatusEvent{RequestID: "r", Status: StatusProcessing, Attempt: 1, CommandSeq: 3, Time: at,
+			TraceParent: testTraceParent, TraceState: "congo=t61rcWkgMzE,rojo@vendor=00f067aa0ba902b7"}},
 	}
 	for _, tc := range tests {
 		for _, structured := range []bool{false, true} {
@@ -49,6 +51,7 @@ func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
 					for k, want := range map[string]string{
 						"ce-specversion": "1.0", "ce-id": wantID, "ce-source": "src", "ce-subject": tc.ev.RequestID,
 						"ce-type": "heap.deletion." + string(tc.ev.Status), "ce-datacontenttype": "application/json",
+						"ce-traceparent": tc.ev.TraceParent, "ce-tracestate": tc.ev.TraceState,
 					} {
 						if got := msg.Header.Get(k); got != want {
 							t.Errorf("header %s = %q, want %q", k, got, want)
@@ -136,7 +139,8 @@ func statusEqual(a, b StatusEvent) bool {
 	return a.RequestID == b.RequestID && a.Status == b.Status && a.Attempt == b.Attempt &&
 		a.HeapDeletionRequestID == b.HeapDeletionRequestID && a.RequestedAt.Equal(b.RequestedAt) &&
 		a.SubmittedAt.Equal(b.SubmittedAt) && a.CompletedAt.Equal(b.CompletedAt) && a.Deadline.Equal(b.Deadline) &&
-		a.Reason == b.Reason && a.Message == b.Message && a.Time.Equal(b.Time)
+		a.Reason == b.Reason && a.Message == b.Message && a.Time.Equal(b.Time) &&
+		a.TraceParent == b.TraceParent && a.TraceState == b.TraceState
 }
 
 func TestEncodeDefaults(t *testing.T) {
@@ -298,6 +302,60 @@ func TestStatusEventsNeverCarryIdentity(t *testing.T) {
 			if strings.Contains(all, s) {
 				t.Errorf("status event contains %q: %s", s, all)
 			}
+		}
+	}
+}
+
+// TestEncodeTraceContext: a status event carries the command's trace context as
+// the CloudEvents distributed tracing extension in both modes, and never a
+// malformed one.
+func TestEncodeTraceContext(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		parent, state string
+		wantP, wantS  string
+	}{
+		{"both", testTraceParent, "a=1,b@c=2", testTraceParent, "a=1,b@c=2"},
+		{"parent only", testTraceParent, "", testTraceParent, ""},
+		{"none", "", "", "", ""},
+		{"malformed parent drops both", "00-" + strings.Repeat("0", 32) + "-00f067aa0ba902b7-01", "a=1", "", ""},
+		{"malformed state", testTraceParent, "A=1", testTraceParent, ""},
+		{"state without parent", "", "a=1", "", ""},
+		{"state whitespace removed", testTraceParent, " a=1 ,\tb=2", testTraceParent, "a=1,b=2"},
+	} {
+		for _, structured := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/structured=%v", tc.name, structured), func(t *testing.T) {
+				ev := StatusEvent{RequestID: "r1", Status: StatusSubmitted, Attempt: 1, CommandSeq: 1, TraceParent: tc.parent, TraceState: tc.state}
+				msg, err := NewEncoder(EncoderConfig{Structured: structured}).Encode(ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var gotP, gotS string
+				var hasP, hasS bool
+				if structured {
+					var env map[string]any
+					if err := json.Unmarshal(msg.Data, &env); err != nil {
+						t.Fatal(err)
+					}
+					p, okP := env["traceparent"].(string)
+					s, okS := env["tracestate"].(string)
+					gotP, gotS, hasP, hasS = p, s, okP, okS
+				} else {
+					_, hasP = msg.Header["ce-traceparent"]
+					_, hasS = msg.Header["ce-tracestate"]
+					gotP, gotS = msg.Header.Get("ce-traceparent"), msg.Header.Get("ce-tracestate")
+				}
+				if gotP != tc.wantP || gotS != tc.wantS || hasP != (tc.wantP != "") || hasS != (tc.wantS != "") {
+					t.Errorf("traceparent %q (present %v), tracestate %q (present %v); want %q, %q", gotP, hasP, gotS, hasS, tc.wantP, tc.wantS)
+				}
+				got, _, err := DecodeStatus(msg.Header, msg.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.TraceParent != tc.wantP || got.TraceState != tc.wantS {
+					t.Errorf("decoded trace context %q, %q; want %q, %q", got.TraceParent, got.TraceState, tc.wantP, tc.wantS)
+				}
+			})
 		}
 	}
 }
