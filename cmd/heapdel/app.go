@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,11 @@ type app struct {
 	httpAddr string
 	reg      *prometheus.Registry
 	done     chan struct{}
+	// lost is closed when nats.go closes the connection for good (it will never
+	// reconnect): /healthz fails and `heapdel run` exits, so that the orchestrator
+	// restarts the process instead of keeping an idle one.
+	lost     chan struct{}
+	lostOnce sync.Once
 }
 
 type appOptions struct {
@@ -57,8 +63,9 @@ func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 
-// connectNATS starts the embedded server when no URL is set, then connects.
-func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (*server.Server, *nats.Conn, error) {
+// connectNATS starts the embedded server when no URL is set, then connects. extra
+// options come last, so they override the defaults.
+func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string, extra ...nats.Option) (*server.Server, *nats.Conn, error) {
 	url := cfg.NATSURL
 	var srv *server.Server
 	if url == "" {
@@ -87,18 +94,21 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(false),
+		// By default nats.go closes the connection for good when a server refuses
+		// the credentials twice in a row, as it does while a password is rotated on
+		// the server before the secret: keep trying until they are accepted again.
+		nats.IgnoreAuthErrorAbort(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: closed on purpose
 				log.Warn().Err(err).Msg("NATS disconnected; reconnecting")
 			}
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Error().Err(err).Msg("NATS refused an operation: grant the permission (docs/nats-permissions.md)")
-		}),
+		nats.ErrorHandler(asyncErrorHandler(cfg, log)),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected")
 		}),
 	)
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		if srv != nil {
@@ -117,6 +127,39 @@ func connectNATS(cfg config.Config, log zerolog.Logger, port int, name string) (
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", config.RedactURLs(url), err, hint)
 	}
 	return srv, nc, nil
+}
+
+// asyncErrorHandler logs what nats.go reports asynchronously, with the fix for
+// each kind of error. A refusal of the credentials comes at every reconnect
+// attempt (each second): it is logged once a minute.
+func asyncErrorHandler(cfg config.Config, log zerolog.Logger) nats.ErrHandler {
+	var lastAuthLog atomic.Int64 // unix nanoseconds
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		switch {
+		case errors.Is(err, nats.ErrPermissionViolation):
+			log.Error().Err(err).Msg("NATS refused an operation: grant the permission (docs/nats-permissions.md)")
+		case errors.Is(err, nats.ErrSlowConsumer):
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("heapdel did not keep up with a subscription and NATS dropped messages (slow consumer): give heapdel more CPU; unacknowledged commands and ticks are redelivered, dropped API requests time out")
+		case isAuthError(err):
+			now := time.Now().UnixNano()
+			if last := lastAuthLog.Load(); now-last < int64(time.Minute) || !lastAuthLog.CompareAndSwap(last, now) {
+				return
+			}
+			log.Error().Err(err).Msg("NATS refused heapdel's credentials; heapdel keeps reconnecting every second until they are accepted: update " + authSetting(cfg) + " or the server's configuration so that they match")
+		default:
+			log.Error().Err(err).Msg("NATS reported an error")
+		}
+	}
+}
+
+// isAuthError reports whether err is a server's refusal of the credentials.
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }
 
 func newHeapClient(cfg config.Config, log zerolog.Logger, reg prometheus.Registerer) (*heapclient.Client, error) {
@@ -162,7 +205,7 @@ func consumerConfig(cfg config.Config, opts appOptions) consumer.Config {
 // start brings heapdel up. On error everything it started is stopped again.
 func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appOptions) (_ *app, err error) {
 	log.Info().Str("version", buildVersion()).Object("config", cfg).Msg("heapdel starting")
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{}), lost: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.stopRest()
@@ -177,7 +220,7 @@ func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appO
 	a.httpAddr = ln.Addr().String()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -186,7 +229,7 @@ func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appO
 		}
 	}()
 
-	a.srv, a.nc, err = connectNATS(cfg, log, opts.embeddedPort, "heapdel")
+	a.srv, a.nc, err = connectNATS(cfg, log, opts.embeddedPort, "heapdel", nats.ClosedHandler(a.natsClosed))
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +251,30 @@ func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appO
 	return a, nil
 }
 
+// natsClosed is the connection's closed handler until shutdown replaces it (stop):
+// a close it sees is nats.go giving up on the connection, which it never
+// reconnects.
+func (a *app) natsClosed(nc *nats.Conn) {
+	a.lostOnce.Do(func() {
+		ev := a.log.Error()
+		if err := nc.LastError(); err != nil {
+			ev = ev.Err(err)
+		}
+		ev.Msg("NATS connection closed for good: the client will not reconnect, so heapdel stops taking work, /healthz fails and `heapdel run` exits with status 1 to be restarted; if it happens again, fix what the error says (the NATS server's log and limits, HEAPDEL_NATS_URL, " + authSetting(a.cfg) + ")")
+		close(a.lost)
+	})
+}
+
+func (a *app) healthz(w http.ResponseWriter, _ *http.Request) {
+	select {
+	case <-a.lost:
+		http.Error(w, "unhealthy: the NATS connection is closed for good and will not reconnect: restart heapdel", http.StatusServiceUnavailable)
+		return
+	default:
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	svc := a.started.Load()
 	if svc == nil {
@@ -215,7 +282,11 @@ func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	if err := svc.Ready(); err != nil {
-		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		msg := "not ready: " + err.Error()
+		if !a.nc.IsConnected() && isAuthError(a.nc.LastError()) {
+			msg += ": the server refuses the credentials in " + authSetting(a.cfg) + " (reconnecting until it accepts them)"
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = io.WriteString(w, "ready\n")

@@ -149,7 +149,13 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		log.Error().Err(err).Msg("heapdel could not start")
 		return exitCode(1)
 	}
-	<-ctx.Done()
-	log.Info().Msg("shutting down")
-	return app.close()
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down")
+		return app.close()
+	case <-app.lost:
+		// Logged with its fix when it happened (natsClosed).
+		_ = app.close()
+		return exitCode(1)
+	}
 }
