@@ -32,7 +32,12 @@ func TestShutdownMidBatch(t *testing.T) {
 			n := scale(1500, 5000)
 			w := newWorld(t, "shutdown-"+strings.ReplaceAll(tc.name, " ", "-"), heaptest.Options{CompleteAfter: time.Second})
 			w.sim.Script(heaptest.Fault{Endpoint: heaptest.EndpointUserDeletion, Latency: tc.latency})
-			r := w.replica("heapdel", nil)
+			// Batches must close by size, never by time: the batch at Heap at
+			// SIGTERM is then a full one whatever the machine's load. With the
+			// harness's 100ms a starved replica closed its first batch before
+			// all 500 commands had been pulled. The backlog is whole batches, so
+			// only the tail left after the restart waits.
+			r := w.replica("heapdel", map[string]string{"HEAPDEL_BATCH_WAIT": "10s"})
 			// A first run provisions the streams and stops at once, idle; the
 			// commands wait as a backlog, so that the next run's first batch is
 			// full.
