@@ -228,7 +228,8 @@ func (c Config) Resources() []Resource {
 
 // Deleter is what the pipeline needs from Heap; [heapclient.Client] satisfies it.
 // Errors are classified with the heapclient sentinels (ErrRejected, ErrRetryable,
-// ErrUnauthorized, ErrNotFound).
+// ErrUnauthorized, ErrMisconfigured, ErrNotFound, ErrAcceptedUnreadable); what each
+// does to a command is the model in docs/design.md.
 type Deleter interface {
 	Submit(ctx context.Context, users []heapclient.User) (string, error)
 	Status(ctx context.Context, deletionRequestID string) (heapclient.Status, error)

@@ -470,23 +470,28 @@ func (s *Service) hold(ctx context.Context, claims []claim, err error) {
 	s.finishClaims(ctx, claims, stateHeld, reasonHeapUnreadable, "Heap answered 2xx without a deletion request id; held for an operator (details in heapdel's log)")
 }
 
-// storeClaims writes the claims' jobs (compare-and-set on the claimed revision),
-// publishes the events that queue adds for each, and acknowledges them, retrying
-// every failure with backoff until it is stored. A job that another writer moved on
-// meanwhile (a redelivery raced us) has the events of its stored state re-published
-// instead: ids are deterministic, so subscribers see each once. It returns false
-// when ctx ended first: the commands are then given back.
+// storeClaims publishes the events that queue adds for each claim, then writes the
+// claims' jobs (compare-and-set on the claimed revision), then acknowledges the
+// commands, retrying every failure with backoff until it is stored. Events go first
+// so that no later event of a job (complete, found by a recheck as soon as the job
+// reads processing) can reach subscribers before them. A job that another writer
+// moved on meanwhile (a redelivery raced us) has the events of its stored state
+// published again: ids are deterministic, so subscribers see each once. It returns
+// false when ctx ended first: the commands are then given back.
 func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Duration, queue func(*claim, *publishes)) bool {
+	ok := s.untilStored(ctx, "publish the status events", func() error {
+		var pubs publishes
+		for i := range claims {
+			queue(&claims[i], &pubs)
+		}
+		return pubs.await(ctx, s)
+	})
 	todo := make([]*claim, len(claims))
 	for i := range claims {
 		todo[i] = &claims[i]
 	}
-	var (
-		pubs   publishes // the first round of events, published as the writes settle
-		stored []*claim  // written by us
-		moved  []string  // request ids another writer moved on
-	)
-	ok := s.untilStored(ctx, "record the jobs", func() error {
+	var moved []string // request ids another writer moved on
+	ok = ok && s.untilStored(ctx, "record the jobs", func() error {
 		var failed storeFailures
 		var left []*claim
 		type write struct {
@@ -497,13 +502,8 @@ func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Dura
 			_, err := awaitAck(ctx, w.f)
 			switch {
 			case err == nil:
-				stored = append(stored, w.c)
-				queue(w.c, &pubs)
 			case isConflict(err):
 				moved = append(moved, w.c.job.RequestID)
-				if rerr := s.requeueStored(ctx, &pubs, w.c.job.RequestID); rerr != nil {
-					pubs.err = errors.Join(pubs.err, rerr) // the events round retries it
-				}
 			default:
 				failed.add(w.c.job.RequestID, err)
 				left = append(left, w.c)
@@ -526,22 +526,15 @@ func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Dura
 		}
 		return nil
 	})
-	first := true
-	ok = ok && s.untilStored(ctx, "publish the status events", func() error {
-		if !first { // await forgot what failed: publish the whole round again
-			pubs = publishes{}
-			for _, c := range stored {
-				queue(c, &pubs)
-			}
-			for _, id := range moved {
-				if err := s.requeueStored(ctx, &pubs, id); err != nil {
-					pubs.err = errors.Join(pubs.err, err)
-				}
+	ok = ok && (len(moved) == 0 || s.untilStored(ctx, "publish the events of jobs moved on elsewhere", func() error {
+		var pubs publishes
+		for _, id := range moved {
+			if err := s.requeueStored(ctx, &pubs, id); err != nil {
+				pubs.err = errors.Join(pubs.err, err)
 			}
 		}
-		first = false
 		return pubs.await(ctx, s)
-	})
+	}))
 	if !ok {
 		s.giveBack(itemsOf(claims), nil)
 		return false
