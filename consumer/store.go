@@ -51,6 +51,10 @@ type Job struct {
 	Reason                string       `json:"reason,omitempty"`
 	Message               string       `json:"message,omitempty"`
 	History               []Transition `json:"history"`
+	// TraceParent and TraceState are the command's W3C trace context (CloudEvents
+	// distributed tracing extension), copied onto every status event.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // Transition is one step of a job's history.
@@ -81,6 +85,8 @@ func (j *Job) event(status events.Status, at time.Time) events.StatusEvent {
 		SubmittedAt:           j.SubmittedAt,
 		Deadline:              j.Deadline,
 		Time:                  at,
+		TraceParent:           j.TraceParent,
+		TraceState:            j.TraceState,
 	}
 	switch status {
 	case events.StatusComplete:

@@ -113,6 +113,7 @@ func (s *Service) invalid(ctx context.Context, pubs *publishes, it item, inBatch
 		RequestID: reqID, Status: events.StatusFailed, Attempt: 0, CommandSeq: it.seq,
 		RequestedAt: now, CompletedAt: now, Reason: events.ReasonInvalidCommand,
 		Message: it.err.Error(), Time: now,
+		TraceParent: it.cmd.TraceParent, TraceState: it.cmd.TraceState,
 	})
 	return true
 }
@@ -312,6 +313,8 @@ func (s *Service) newJob(it item, attempt int, now time.Time) Job {
 		IdentityHash: identityHash(s.cfg.HashKey, it.cmd.Identity, it.cmd.UserID),
 		RequestedAt:  requested.UTC(),
 		Deadline:     it.cmd.Deadline,
+		TraceParent:  it.cmd.TraceParent,
+		TraceState:   it.cmd.TraceState,
 	}
 	j.record(stateAccepted, now, "")
 	return j

@@ -223,3 +223,34 @@ func TestUnreadableAcceptanceIsHeld(t *testing.T) {
 		t.Error("an identity reached the logs")
 	}
 }
+
+// A command's trace context is carried onto every status event of its request, in
+// both content modes of command and event; a malformed one is dropped.
+func TestTraceContextCopied(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, structured := range []bool{false, true} {
+		t.Run(fmt.Sprintf("structured_%v", structured), func(t *testing.T) {
+			e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.Structured = structured })
+			e.replica(nil)
+			e.publish(structured,
+				events.Command{RequestID: "traced", Identity: "t@example.com", TraceParent: tp, TraceState: "vendor=abc"},
+				events.Command{RequestID: "untraced", Identity: "u@example.com"})
+			bad := binaryMsg(`{"request_id":"badtrace","identity":"b@example.com"}`)
+			bad.Header.Set("ce-traceparent", "00-zz-not-a-trace")
+			e.publishMsg(bad)
+			e.waitTerminal(20*time.Second, "traced", "untraced", "badtrace")
+			for _, ev := range e.history("traced") {
+				if ev.TraceParent != tp || ev.TraceState != "vendor=abc" {
+					t.Errorf("traced %s event: traceparent %q tracestate %q", ev.Status, ev.TraceParent, ev.TraceState)
+				}
+			}
+			for _, id := range []string{"untraced", "badtrace"} {
+				for _, ev := range e.history(id) {
+					if ev.TraceParent != "" || ev.TraceState != "" {
+						t.Errorf("%s %s event carries trace context %q", id, ev.Status, ev.TraceParent)
+					}
+				}
+			}
+		})
+	}
+}
