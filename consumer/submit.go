@@ -185,6 +185,7 @@ func (f *storeFailures) add(reqID string, err error) {
 
 func (f *storeFailures) report(s *Service, what string) {
 	if f.n == 0 {
+		s.stalled(causeStore, nil)
 		return
 	}
 	s.stalled(causeStore, f.first)
