@@ -4,8 +4,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"strings"
 	"time"
+
+	"github.com/heapdel/heapdel/consumer"
 )
 
 // Behavior says how far heapdel follows a deletion: until Heap reports it
@@ -149,14 +150,7 @@ func Default() Config {
 
 // StreamName returns the command stream's name, derived from the subject
 // prefix: upper-cased, with '.' and '-' turned into '_' ("HEAP_DELETION").
-func (c Config) StreamName() string {
-	return strings.Map(func(r rune) rune {
-		if r == '.' || r == '-' {
-			return '_'
-		}
-		return r
-	}, strings.ToUpper(c.SubjectPrefix))
-}
+func (c Config) StreamName() string { return consumer.StreamBase(c.SubjectPrefix) }
 
 // StatusStreamName returns the status stream's name, [Config.StreamName] + "_STATUS".
 func (c Config) StatusStreamName() string { return c.StreamName() + "_STATUS" }

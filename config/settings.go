@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/heapdel/heapdel/heapclient"
 )
 
 // setting is one configuration variable: its environment name, its help text,
@@ -480,20 +482,12 @@ func checkBaseURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		if isLoopback(u.Hostname()) {
+		if heapclient.IsLoopbackHost(u.Hostname()) {
 			return nil
 		}
 		return fmt.Errorf("plain http is allowed only to a loopback host: use https, or a loopback host for the simulator, got %q", redactURL(u))
 	}
 	return fmt.Errorf("must be an absolute http(s) URL with a host, got %q", redactURL(u))
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // checkSubjectPrefix accepts dot-separated tokens of letters, digits, '_' and

@@ -14,6 +14,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+
+	"github.com/heapdel/heapdel/internal/jsonx"
 )
 
 // Status is a deletion's state as status events report it.
@@ -164,11 +166,11 @@ func EventID(requestID string, commandSeq uint64, attempt int, status Status) st
 // status event, and reflection-based encoding costs several times more.
 func appendStatusData(b []byte, ev *StatusEvent) []byte {
 	b = append(b, `{"request_id":`...)
-	b = appendJSONString(b, ev.RequestID)
+	b = jsonx.AppendString(b, ev.RequestID)
 	b = append(b, `,"status":`...)
-	b = appendJSONString(b, string(ev.Status))
+	b = jsonx.AppendString(b, string(ev.Status))
 	b = append(b, `,"heap_deletion_request_id":`...)
-	b = appendJSONString(b, ev.HeapDeletionRequestID)
+	b = jsonx.AppendString(b, ev.HeapDeletionRequestID)
 	b = append(b, `,"requested_at":`...)
 	b = appendJSONTime(b, ev.RequestedAt)
 	b = append(b, `,"submitted_at":`...)
@@ -180,24 +182,10 @@ func appendStatusData(b []byte, ev *StatusEvent) []byte {
 		b = appendJSONTime(b, ev.Deadline)
 	}
 	b = append(b, `,"reason":`...)
-	b = appendJSONString(b, string(ev.Reason))
+	b = jsonx.AppendString(b, string(ev.Reason))
 	b = append(b, `,"message":`...)
-	b = appendJSONString(b, ev.Message)
+	b = jsonx.AppendString(b, ev.Message)
 	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string: as is when it is plain printable
-// ASCII (the usual case), else through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // appendJSONTime appends t as an RFC 3339 UTC string with nanoseconds, or null.

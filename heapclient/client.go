@@ -139,13 +139,15 @@ func parseBaseURL(raw string) (string, error) {
 		return "", errors.New("heapclient config: BaseURL must not hold credentials")
 	case u.RawQuery != "" || u.Fragment != "":
 		return "", errors.New("heapclient config: BaseURL must not have a query or fragment")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
 		return "", errors.New("heapclient config: BaseURL may use plain http:// only for a loopback host")
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
-func isLoopback(host string) bool {
+// IsLoopbackHost says whether host is "localhost" or a loopback IP address: the only
+// hosts plain http may reach, since the Heap simulator is the only Heap without TLS.
+func IsLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

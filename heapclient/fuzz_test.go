@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/heapdel/heapdel/internal/jsonx"
 )
 
 // FuzzRedact checks the package's promise that no error holds a secret: whatever
@@ -155,7 +157,7 @@ func newFuzzSecret(s string, folded bool) (fuzzSecret, bool) {
 		lowerHex.ReplaceAllStringFunc(qe, strings.ToLower),
 		url.PathEscape(c),
 		jsonString(c),
-		unquote(appendJSONString(nil, c)),
+		unquote(jsonx.AppendString(nil, c)),
 		jsonASCII(c),
 		jsonAll(c, false),
 		jsonAll(c, true),
