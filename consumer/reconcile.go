@@ -81,8 +81,14 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		return rep, fmt.Errorf("read jobs: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	byRequest := map[string][]Job{} // processing jobs by Heap request id
-	var accepted []Job
+	// Only what may need repair is kept, and only its names: the job store may
+	// hold hundreds of thousands of jobs.
+	unfollowed := map[string][]string{} // Heap request id → request ids of its processing jobs
+	type claimRef struct {
+		requestID string
+		seq       uint64
+	}
+	var accepted []claimRef
 read:
 	for {
 		select {
@@ -102,19 +108,18 @@ read:
 			rep.Jobs++
 			switch j.Status {
 			case stateProcessing:
-				byRequest[j.HeapDeletionRequestID] = append(byRequest[j.HeapDeletionRequestID], j)
+				if j.HeapDeletionRequestID != "" && !s.index.has(requestKey(j.HeapDeletionRequestID)) {
+					unfollowed[j.HeapDeletionRequestID] = append(unfollowed[j.HeapDeletionRequestID], j.RequestID)
+				}
 			case stateAccepted:
-				accepted = append(accepted, j)
+				accepted = append(accepted, claimRef{j.RequestID, j.Seq})
 			case stateHeld:
 				rep.Held++
 			}
 		}
 	}
 	_ = w.Stop()
-	for heapID, jobs := range byRequest {
-		if heapID == "" || s.index.has(requestKey(heapID)) {
-			continue
-		}
+	for heapID, jobs := range unfollowed {
 		ok, err := s.refollow(ctx, heapID, jobs)
 		if err != nil {
 			s.log.Warn().Err(err).Str("heap_deletion_request_id", heapID).Msg("could not follow a Heap request again; tried at the next reconciliation")
@@ -124,9 +129,15 @@ read:
 			rep.Refollowed += len(jobs)
 		}
 	}
-	for _, j := range accepted {
-		if s.orphaned(ctx, j) {
-			rep.Orphaned++
+	if len(accepted) > 0 {
+		st, err := s.js.Stream(ctx, s.cfg.CommandStream)
+		if err != nil {
+			return rep, fmt.Errorf("command stream: %w", err)
+		}
+		for _, j := range accepted {
+			if s.orphaned(ctx, st, j.requestID, j.seq) {
+				rep.Orphaned++
+			}
 		}
 	}
 	s.m.jobsStuck.WithLabelValues(stateHeld).Set(float64(rep.Held))
@@ -137,7 +148,7 @@ read:
 // refollow follows a Heap request again whose processing jobs the request bucket
 // no longer knows. It returns false when the request turned out to be followed (a
 // lagging index) or the jobs moved on meanwhile.
-func (s *Service) refollow(ctx context.Context, heapID string, jobs []Job) (bool, error) {
+func (s *Service) refollow(ctx context.Context, heapID string, requestIDs []string) (bool, error) {
 	if _, err := s.requests.Get(ctx, requestKey(heapID)); err == nil {
 		return false, nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -147,8 +158,8 @@ func (s *Service) refollow(ctx context.Context, heapID string, jobs []Job) (bool
 	var members []Member
 	var deadlines []int64
 	submitted := time.Time{}
-	for _, j := range jobs {
-		cur, _, found, err := s.getJob(ctx, j.RequestID)
+	for _, id := range requestIDs {
+		cur, _, found, err := s.getJob(ctx, id)
 		if err != nil {
 			return false, err
 		}
@@ -190,16 +201,16 @@ func (s *Service) refollow(ctx context.Context, heapID string, jobs []Job) (bool
 // orphaned says whether an accepted job's command is gone from the stream, and
 // logs it. A job claimed moments ago is re-read first, so a claim that moved on
 // during the scan is not taken for an orphan.
-func (s *Service) orphaned(ctx context.Context, j Job) bool {
-	exists, err := s.commandExists(ctx, j.Seq, j.RequestID)
+func (s *Service) orphaned(ctx context.Context, st jetstream.Stream, requestID string, seq uint64) bool {
+	exists, err := s.commandExists(ctx, st, seq, requestID)
 	if err != nil || exists {
 		return false
 	}
-	cur, _, found, err := s.getJob(ctx, j.RequestID)
-	if err != nil || !found || cur.Status != stateAccepted || cur.Seq != j.Seq {
+	cur, _, found, err := s.getJob(ctx, requestID)
+	if err != nil || !found || cur.Status != stateAccepted || cur.Seq != seq {
 		return false
 	}
-	s.log.Error().Str("request_id", j.RequestID).Uint64("command_seq", j.Seq).
+	s.log.Error().Str("request_id", requestID).Uint64("command_seq", seq).
 		Msg("a job was claimed by a command that is no longer in the stream (purged, or the stream recreated): it will not be submitted until upstream re-sends this request id (runbook: HeapdelJobsStuck)")
 	return true
 }

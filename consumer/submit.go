@@ -250,7 +250,7 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 			// Claimed by another command. If that command is gone from the stream
 			// (purged, rolled up, the stream recreated), nobody will ever submit
 			// it: this re-send takes the claim over.
-			owned, err := s.commandExists(ctx, job.Seq, job.RequestID)
+			owned, err := s.commandExists(ctx, nil, job.Seq, job.RequestID)
 			if err != nil {
 				return claim{it: it}, false, err
 			}
@@ -279,13 +279,16 @@ func (s *Service) duplicate(it item, job Job) (claim, bool, error) {
 // commandExists says whether the command stream still holds the command that
 // claimed requestID at seq (a work queue removes a command once it is settled, and
 // after a migration the same sequence may hold another command).
-func (s *Service) commandExists(ctx context.Context, seq uint64, requestID string) (bool, error) {
+// st is the command stream, or nil to look it up.
+func (s *Service) commandExists(ctx context.Context, st jetstream.Stream, seq uint64, requestID string) (bool, error) {
 	if seq == 0 {
 		return false, nil
 	}
-	st, err := s.js.Stream(ctx, s.cfg.CommandStream)
-	if err != nil {
-		return false, err
+	if st == nil {
+		var err error
+		if st, err = s.js.Stream(ctx, s.cfg.CommandStream); err != nil {
+			return false, err
+		}
 	}
 	m, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
