@@ -17,7 +17,7 @@ import (
 )
 
 func cmdCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flagSet("check [flags]", "Verifies the configuration, NATS access (streams, consumers, key-value buckets) and the\nHeap credentials (fetches a token). Deletes nothing and publishes nothing. Exits 1 when\nanything is wrong, saying what.", stdout)
+	fs := flagSet("check [flags]", "Verifies the configuration, NATS access (streams, consumers, key-value buckets and, with\nHEAPDEL_PROVISION=false, every setting of theirs heapdel relies on) and the Heap\ncredentials (fetches a token). Deletes nothing and publishes nothing. Exits 1 when\nanything is wrong, saying what and how to fix it.", stdout)
 	loader := config.NewLoader(fs, getenv, config.SetAll)
 	cfg, err := loadConfig(fs, loader, args, stderr)
 	if err != nil {
@@ -37,6 +37,7 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		fmt.Fprintln(stdout)
 	}
+	warn := func(what, detail string) { fmt.Fprintf(stdout, "warn %s: %s\n", what, detail) }
 	report(true, "configuration", "every setting valid")
 
 	log := newLogger(cfg, io.Discard)
@@ -63,7 +64,7 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 			where = "embedded server in " + cfg.DataDir
 		}
 		report(true, "NATS connection", where+" (server "+nc.ConnectedServerVersion()+")")
-		checkNATS(ctx, cfg, nc, report)
+		checkNATS(ctx, cfg, nc, report, warn)
 	}
 
 	heap, err := heapclient.New(heapclient.Config{
@@ -89,19 +90,28 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 	return nil
 }
 
-// checkNATS looks up every stream, consumer and bucket heapdel uses. Missing ones
-// are fine when provisioning is on (run creates them), a failure when it is off.
-func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report func(bool, string, string)) {
+// checkNATS checks the streams, consumers and buckets heapdel uses. With
+// provisioning on, a missing one is fine ('heapdel run' creates it and corrects
+// the rest); with provisioning off, every setting heapdel relies on is verified
+// ([consumer.Verify]) and each finding is one line, a warning included.
+func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report func(bool, string, string), warn func(string, string)) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		report(false, "JetStream", err.Error())
+		return
+	}
+	ccfg := consumerConfig(cfg, appOptions{})
+	if !cfg.Provision {
+		// No account request: a locked-down user (docs/nats-permissions.md) may
+		// only read heapdel's own objects. Verify says when JetStream is off.
+		verifyNATS(ctx, js, ccfg, report, warn)
 		return
 	}
 	if _, err := js.AccountInfo(ctx); err != nil {
 		report(false, "JetStream", err.Error()+" (is JetStream enabled for this account?)")
 		return
 	}
-	for _, r := range consumerConfig(cfg, appOptions{}).Resources() {
+	for _, r := range ccfg.Resources() {
 		var err error
 		switch r.Kind {
 		case "stream":
@@ -115,10 +125,8 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 		switch {
 		case err == nil:
 			report(true, what, "present")
-		case cfg.Provision && (errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)):
-			report(true, what, "absent; 'heapdel run' creates it (HEAPDEL_PROVISION=true)")
 		case errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrBucketNotFound):
-			report(false, what, "absent and HEAPDEL_PROVISION=false: create it, or turn provisioning on")
+			report(true, what, "absent; 'heapdel run' creates it (HEAPDEL_PROVISION=true)")
 		default:
 			report(false, what, err.Error())
 		}
@@ -129,23 +137,58 @@ func checkNATS(ctx context.Context, cfg config.Config, nc *nats.Conn, report fun
 		report(true, "recheck ticks", "server "+nc.ConnectedServerVersion()+" has no message schedules: each replica publishes the tick")
 		return
 	}
-	if st, err := js.Stream(ctx, cfg.StreamName()); err == nil {
-		subject := cfg.SubjectPrefix + ".schedule.recheck"
-		m, err := st.GetLastMsgForSubject(ctx, subject)
-		switch {
-		case err == nil && m.Header.Get("Nats-Schedule") != consumer.SchedulePattern(cfg.RecheckInterval):
-			msg := fmt.Sprintf("%s differs from HEAPDEL_RECHECK_INTERVAL (%s)", m.Header.Get("Nats-Schedule"), consumer.SchedulePattern(cfg.RecheckInterval))
-			if cfg.Provision {
-				report(true, "recheck schedule on "+subject, msg+"; 'heapdel run' replaces it")
-			} else {
-				report(false, "recheck schedule on "+subject, msg+" and HEAPDEL_PROVISION=false: the old schedule stays")
+	subject := cfg.SubjectPrefix + ".schedule.recheck"
+	what := "recheck schedule on " + subject
+	st, err := js.Stream(ctx, cfg.StreamName()+"_SCHEDULE")
+	if err != nil {
+		report(true, what, "absent; 'heapdel run' publishes it")
+		return
+	}
+	switch m, err := st.GetLastMsgForSubject(ctx, subject); {
+	case err == nil && m.Header.Get("Nats-Schedule") != consumer.SchedulePattern(cfg.RecheckInterval):
+		report(true, what, fmt.Sprintf("%s differs from HEAPDEL_RECHECK_INTERVAL (%s); 'heapdel run' replaces it", m.Header.Get("Nats-Schedule"), consumer.SchedulePattern(cfg.RecheckInterval)))
+	case err == nil:
+		report(true, what, m.Header.Get("Nats-Schedule"))
+	default:
+		report(true, what, "absent; 'heapdel run' publishes it")
+	}
+}
+
+// verifyNATS reports, with provisioning off, each object of ccfg.Resources as
+// ok or with its findings, then the recheck schedule.
+func verifyNATS(ctx context.Context, js jetstream.JetStream, ccfg consumer.Config, report func(bool, string, string), warn func(string, string)) {
+	findings := consumer.Verify(ctx, js, ccfg)
+	done := map[string]bool{}
+	show := func(object string) bool {
+		found := false
+		for _, f := range findings {
+			if f.Object != object {
+				continue
 			}
-		case err == nil:
-			report(true, "recheck schedule on "+subject, m.Header.Get("Nats-Schedule"))
-		case cfg.Provision:
-			report(true, "recheck schedule on "+subject, "absent; 'heapdel run' publishes it")
-		default:
-			report(false, "recheck schedule on "+subject, "absent and HEAPDEL_PROVISION=false: pending deletions would never be rechecked")
+			found = true
+			if f.Warning {
+				warn(f.Object, f.Problem+"; fix: "+f.Fix)
+			} else {
+				report(false, f.Object, f.Problem+"; fix: "+f.Fix)
+			}
+		}
+		done[object] = true
+		return found
+	}
+	for _, r := range ccfg.Resources() {
+		if what := r.Kind + " " + r.Name; !show(what) {
+			report(true, what, "present, as heapdel needs it")
+		}
+	}
+	if version := js.Conn().ConnectedServerVersion(); consumer.SupportsSchedules(version) {
+		what := "recheck schedule on " + ccfg.Prefix + ".schedule.recheck"
+		if !show(what) {
+			report(true, what, "present, "+consumer.SchedulePattern(ccfg.RecheckInterval))
+		}
+	}
+	for _, f := range findings {
+		if !done[f.Object] {
+			show(f.Object)
 		}
 	}
 }

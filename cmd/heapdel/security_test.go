@@ -36,16 +36,19 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 )
 
-// serverLog keeps what a test NATS server reports as errors: permission
-// violations among them.
+// serverLog keeps what a test NATS server reports as errors (permission
+// violations among them) and, when the server traces, what each user published
+// and subscribed to.
 type serverLog struct {
 	mu    sync.Mutex
 	lines []string
+	used  map[string]map[string]bool // user → "pub <subject>" / "sub <subject>"
 }
 
 func (l *serverLog) add(format string, v []any) {
@@ -57,9 +60,75 @@ func (l *serverLog) add(format string, v []any) {
 func (l *serverLog) Noticef(string, ...any)         {}
 func (l *serverLog) Warnf(string, ...any)           {}
 func (l *serverLog) Debugf(string, ...any)          {}
-func (l *serverLog) Tracef(string, ...any)          {}
 func (l *serverLog) Errorf(format string, v ...any) { l.add(format, v) }
 func (l *serverLog) Fatalf(format string, v ...any) { l.add(format, v) }
+
+// traceOp is a client's publication or subscription in the server's trace:
+// `… - "$G/user:heapdel" - <<- [HPUB $JS.API.INFO …]`.
+var traceOp = regexp.MustCompile(`user:([^"\s]+)" - <<- \[(PUB|HPUB|SUB) (\S+)`)
+
+func (l *serverLog) Tracef(format string, v ...any) {
+	m := traceOp.FindStringSubmatch(fmt.Sprintf(format, v...))
+	if m == nil {
+		return
+	}
+	kind := "pub "
+	if m[2] == "SUB" {
+		kind = "sub "
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.used == nil {
+		l.used = map[string]map[string]bool{}
+	}
+	if l.used[m[1]] == nil {
+		l.used[m[1]] = map[string]bool{}
+	}
+	l.used[m[1]][kind+m[3]] = true
+}
+
+// unused returns the permissions of perms that user never exercised in the
+// server's trace, leaving out those in situational.
+func (l *serverLog) unused(user string, perms *server.Permissions, situational map[string]bool) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	check := func(kind string, allow []string) {
+		for _, p := range allow {
+			if situational[p] {
+				continue
+			}
+			used := false
+			for op := range l.used[user] {
+				if strings.HasPrefix(op, kind) && subjectMatches(p, strings.TrimPrefix(op, kind)) {
+					used = true
+					break
+				}
+			}
+			if !used {
+				out = append(out, kind+p)
+			}
+		}
+	}
+	check("pub ", perms.Publish.Allow)
+	check("sub ", perms.Subscribe.Allow)
+	return out
+}
+
+// subjectMatches says whether a subject as a client sent it matches a permission,
+// as the server decides: '*' is one token, '>' one or more at the end.
+func subjectMatches(permission, subject string) bool {
+	pt, st := strings.Split(permission, "."), strings.Split(subject, ".")
+	for i, p := range pt {
+		switch {
+		case p == ">":
+			return len(st) > i
+		case i >= len(st), p != "*" && p != st[i]:
+			return false
+		}
+	}
+	return len(pt) == len(st)
+}
 
 // violations returns the permission violations the server saw.
 func (l *serverLog) violations() []string {
@@ -89,7 +158,7 @@ func startNATS(t *testing.T, opts *server.Options) (*server.Server, *serverLog) 
 		t.Fatalf("nats server: %v", err)
 	}
 	log := &serverLog{}
-	srv.SetLoggerV2(log, false, false, false)
+	srv.SetLoggerV2(log, false, opts.Trace, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
@@ -576,7 +645,7 @@ func documentedPermissions(t *testing.T) map[string]*server.Permissions {
 		}
 		out[name] = opts.Users[0].Permissions
 	}
-	for _, name := range []string{"heapdel", "heapdel-locked", "publisher", "status-reader"} {
+	for _, name := range []string{"heapdel", "heapdel-locked", "heapdel-migration", "publisher", "status-reader"} {
 		if out[name] == nil {
 			t.Fatalf("docs/nats-permissions.md has no block marked <!-- test: permissions %s -->", name)
 		}
@@ -584,12 +653,51 @@ func documentedPermissions(t *testing.T) map[string]*server.Permissions {
 	return out
 }
 
+// situationalPermissions returns the subjects of docs/nats-permissions.md's
+// conf blocks that are marked "# situational" on their line: a normal run may not
+// use them.
+func situationalPermissions(t *testing.T) map[string]bool {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "nats-permissions.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*"([^"]+)"\s*#\s*situational`).FindAllSubmatch(doc, -1) {
+		out[string(m[1])] = true
+	}
+	if len(out) == 0 {
+		t.Fatal("docs/nats-permissions.md marks no permission situational: the marker may have changed")
+	}
+	return out
+}
+
+// requireAllUsed fails the test when user holds a permission of perms that the
+// server never saw it use and that the page does not mark situational: the page
+// promises that removing any other makes the run fail.
+func requireAllUsed(t *testing.T, log *serverLog, user string, perms *server.Permissions) {
+	t.Helper()
+	if u := log.unused(user, perms, situationalPermissions(t)); len(u) > 0 {
+		t.Errorf("docs/nats-permissions.md grants %s permissions the run never used; remove them, or mark them situational and say when they are needed:\n%s",
+			user, strings.Join(u, "\n"))
+	}
+}
+
+// mergePermissions is a user holding both sets' permissions.
+func mergePermissions(a, b *server.Permissions) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: slices.Concat(a.Publish.Allow, b.Publish.Allow)},
+		Subscribe: &server.SubjectPermission{Allow: slices.Concat(a.Subscribe.Allow, b.Subscribe.Allow)},
+	}
+}
+
 // permServer runs a JetStream server whose users are the documented permission
 // sets, each named after its set with password "pw-<name>", plus an unrestricted
-// "admin". The env maps hold each user's heapdel NATS settings.
+// "admin". The env maps hold each user's heapdel NATS settings. The server traces
+// what each user publishes, for requireAllUsed.
 func permServer(t *testing.T, sets map[string]*server.Permissions) (srv *server.Server, log *serverLog, users map[string]map[string]string) {
 	t.Helper()
-	opts := &server.Options{Users: []*server.User{{Username: "admin", Password: "pw-admin"}}}
+	opts := &server.Options{Users: []*server.User{{Username: "admin", Password: "pw-admin"}}, Trace: true}
 	for name, perms := range sets {
 		opts.Users = append(opts.Users, &server.User{Username: name, Password: "pw-" + name, Permissions: perms})
 	}
@@ -679,10 +787,21 @@ func fullRun(t *testing.T, env map[string]string, users map[string]map[string]st
 	}
 }
 
+// checkPasses runs `heapdel check` with env and fails the test unless it passes.
+func checkPasses(t *testing.T, env map[string]string) {
+	t.Helper()
+	out, errOut, err := runCLI(t, env, "check")
+	if err != nil || !strings.Contains(out, "all checks passed") {
+		t.Errorf("heapdel check: %v\n%s%s", err, out, errOut)
+	}
+}
+
 // TestPermissionsProvisioning runs heapdel, with provisioning on, as a NATS user
 // holding exactly the first permission set of docs/nats-permissions.md, on a new
 // server: it creates everything, takes a command, publishes its status events and
-// rechecks it to complete, and the server reports no permission violation.
+// rechecks it to complete; `heapdel check` passes with the same user; the server
+// reports no permission violation, and saw every permission not marked
+// situational used.
 func TestPermissionsProvisioning(t *testing.T) {
 	sets := documentedPermissions(t)
 	srv, slog, users := permServer(t, map[string]*server.Permissions{
@@ -695,14 +814,17 @@ func TestPermissionsProvisioning(t *testing.T) {
 	env := baseEnv(t, "", sim.URL)
 	maps.Copy(env, users["heapdel"])
 	fullRun(t, env, users, watch, "lp-provision-1")
+	checkPasses(t, env)
 	if v := slog.violations(); len(v) > 0 {
 		t.Fatalf("heapdel needed more than the documented permissions:\n%s", strings.Join(v, "\n"))
 	}
+	requireAllUsed(t, slog, "heapdel", sets["heapdel"])
 }
 
 // TestPermissionsNoProvisioning is the same with provisioning off: an
-// administrator provisions once (heapdel run with full rights), then heapdel runs
-// as a user holding exactly the second, narrower permission set.
+// administrator provisions once (heapdel run with full rights), then heapdel runs,
+// and `heapdel check` verifies every object, as a user holding exactly the second,
+// narrower permission set.
 func TestPermissionsNoProvisioning(t *testing.T) {
 	sets := documentedPermissions(t)
 	srv, slog, users := permServer(t, map[string]*server.Permissions{
@@ -724,8 +846,78 @@ func TestPermissionsNoProvisioning(t *testing.T) {
 	maps.Copy(env, users["heapdel-locked"])
 	env["HEAPDEL_PROVISION"] = "false"
 	fullRun(t, env, users, watch, "lp-locked-1")
+	checkPasses(t, env)
 	if v := slog.violations(); len(v) > 0 {
 		t.Fatalf("heapdel needed more than the documented permissions:\n%s", strings.Join(v, "\n"))
+	}
+	requireAllUsed(t, slog, "heapdel-locked", sets["heapdel-locked"])
+}
+
+// TestPermissionsMigration upgrades a deployment of the earlier layout (the
+// command stream also carrying the recheck schedule and its ticks, and allowing
+// roll-ups) as a user holding the first permission set plus the migration's:
+// the commands queued before the upgrade and a new one are all completed, the
+// server reports no permission violation, and every migration permission was
+// used.
+func TestPermissionsMigration(t *testing.T) {
+	sets := documentedPermissions(t)
+	perms := mergePermissions(sets["heapdel"], sets["heapdel-migration"])
+	srv, slog, users := permServer(t, map[string]*server.Permissions{
+		"heapdel": perms, "publisher": sets["publisher"], "status-reader": sets["status-reader"],
+	})
+	sim := heaptest.NewServer(heaptest.Options{AppID: "sim-app", APIKey: "sim-key", CompleteAfter: 300 * time.Millisecond})
+	defer sim.Close()
+	watch := watchStatuses(t, srv.ClientURL(), nats.UserInfo("admin", "pw-admin"))
+
+	// The earlier layout, with commands queued.
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("admin", "pw-admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:      "HEAP_DELETION",
+		Subjects:  []string{"heap.deletion.requested", "heap.deletion.recheck", "heap.deletion.schedule.recheck"},
+		Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute,
+		AllowRollup: true, AllowMsgSchedules: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateConsumer(ctx, "HEAP_DELETION", jetstream.ConsumerConfig{
+		Durable: "heapdel-recheck", FilterSubject: "heap.deletion.recheck", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	queued := []string{"lp-migrate-queued-1", "lp-migrate-queued-2"}
+	for _, id := range queued {
+		publishOne(t, users["publisher"], id, id+"@example.com")
+	}
+
+	env := baseEnv(t, "", sim.URL)
+	maps.Copy(env, users["heapdel"])
+	p := startGuarded(t, env)
+	waitReady(t, env["HEAPDEL_HTTP_ADDR"], p)
+	for _, id := range queued {
+		watch.wait(t, id, []string{"submitted", "processing", "complete"}, p)
+	}
+	publishOne(t, users["publisher"], "lp-migrate-new", "lp-migrate-new@example.com")
+	watch.wait(t, "lp-migrate-new", []string{"submitted", "processing", "complete"}, p)
+	if err := p.stop(t); err != nil {
+		t.Fatalf("stop: %v\n%s", err, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), "command stream migrated to the current layout") {
+		t.Errorf("heapdel did not migrate the command stream:\n%s", p.stderr.String())
+	}
+	if v := slog.violations(); len(v) > 0 {
+		t.Fatalf("the migration needed more than the documented permissions:\n%s", strings.Join(v, "\n"))
+	}
+	if u := slog.unused("heapdel", sets["heapdel-migration"], nil); len(u) > 0 {
+		t.Errorf("docs/nats-permissions.md grants migration permissions the migration never used:\n%s", strings.Join(u, "\n"))
 	}
 }
 
@@ -744,6 +936,9 @@ func TestPermissionMissing(t *testing.T) {
 		{"publish status events", "heap.deletion.status.*", "after a command"},
 		{"acknowledge commands", "$JS.ACK.HEAP_DELETION.heapdel.>", "after a command"},
 		{"bind the command consumer", "$JS.API.CONSUMER.INFO.HEAP_DELETION.heapdel", "at start"},
+		// Provisioning retries a refused step until start's bound: the refusal
+		// must still show at once, not after the retries.
+		{"provision the schedule stream", "$JS.API.STREAM.CREATE.HEAP_DELETION_SCHEDULE", "at start"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sets := documentedPermissions(t)
