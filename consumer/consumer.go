@@ -322,6 +322,8 @@ func (s *Service) Start(ctx context.Context) error {
 		if err := s.provision(ctx); err != nil {
 			return err
 		}
+	} else if err := s.verify(ctx); err != nil {
+		return err
 	}
 	if err := s.bind(ctx); err != nil {
 		return err
@@ -354,6 +356,25 @@ func (s *Service) Start(ctx context.Context) error {
 		Str("batch_wait", s.cfg.BatchWait.String()).Str("recheck_mode", string(s.scheduleMode)).
 		Msg("taking deletion commands")
 	return nil
+}
+
+// verify checks, with provisioning off, that the objects an administrator made are
+// what heapdel relies on (Verify), and refuses to start otherwise: a bucket without
+// per-message TTL or a command stream that allows roll-ups would stall work or lose
+// commands later, far from the cause. A missing recheck schedule is left to the
+// schedule check, which reports it (not ready) until it is published.
+func (s *Service) verify(ctx context.Context) error {
+	var findings []Finding
+	for _, f := range Verify(ctx, s.js, s.cfg) {
+		if strings.HasPrefix(f.Object, "recheck schedule") {
+			continue
+		}
+		if f.Warning {
+			s.log.Warn().Str("object", f.Object).Str("fix", f.Fix).Msg(f.Problem)
+		}
+		findings = append(findings, f)
+	}
+	return FindingsError(findings)
 }
 
 // Ready returns nil when the service can do its work: NATS connected, consumers bound
