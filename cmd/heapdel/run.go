@@ -34,6 +34,8 @@ func commands() []command {
 		{"heapsim", "serve the Heap API simulator on its own", cmdHeapsim},
 		{"publish", "send deletion commands", cmdPublish},
 		{"status", "show a request id's job state and history", cmdStatus},
+		{"jobs", "list jobs by status, reason, age, deadline or request-id prefix", cmdJobs},
+		{"report", "audit export of finished jobs (CSV or JSON Lines) to stdout", cmdReport},
 		{"check", "verify configuration, NATS access and Heap credentials; deletes nothing", cmdCheck},
 		{"bench", "measure throughput, latency and recheck cost on this machine", cmdBench},
 		{"version", "print the version", cmdVersion},

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heapdel/heapdel/config"
@@ -18,9 +17,10 @@ import (
 )
 
 func cmdStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flagSet("status [flags] <request-id>", "Shows a request id's job: its status, Heap deletion request, times and history.", stdout)
+	fs := flagSet("status [flags] <request-id>", "Shows a request id's job: its status, Heap deletion request, times and history.\nIt asks the heapdel service (heap.deletion.api.status) when one answers, and reads\nthe job store otherwise; only the job store holds the identity hash (--direct).", stdout)
 	loader := config.NewLoader(fs, getenv, config.SetNATS)
 	asJSON := fs.Bool("json", false, "print the job record as JSON, for scripts")
+	direct := fs.Bool("direct", false, "read the job store directly, without asking the heapdel service (shows the identity hash)")
 	args = flagsFirst(fs, args)
 	cfg, err := loadConfig(fs, loader, args, stderr)
 	if err != nil {
@@ -31,37 +31,57 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 		return exitCode(2)
 	}
 	reqID := fs.Arg(0)
-	if cfg.NATSURL == "" {
-		cfg.NATSURL = nats.DefaultURL
-	}
-	_, nc, err := connectNATS(cfg, newLogger(cfg, stderr), 0, "heapdel-status")
+	cl, err := dialJobs(cfg, stderr, "heapdel-status")
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	kv, err := js.KeyValue(ctx, cfg.JobBucket())
-	if err != nil {
-		return fmt.Errorf("job store %s: %w (has heapdel run against this NATS?)", cfg.JobBucket(), err)
-	}
-	e, err := kv.Get(ctx, consumer.JobKey(reqID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	defer cl.close()
+	notFound := func() error {
 		fmt.Fprintf(stderr, "heapdel status: no job for request id %q (not taken yet: heapdel records it within HEAPDEL_BATCH_WAIT of taking it; or never received, invalid, or expired after HEAPDEL_JOB_RETENTION)\n", reqID)
 		return exitCode(1)
 	}
-	if err != nil {
-		return fmt.Errorf("read job: %w", err)
-	}
 	var job consumer.Job
-	if err := json.Unmarshal(e.Value(), &job); err != nil {
-		return fmt.Errorf("decode job: %w", err)
+	answered := false
+	if !*direct {
+		var public consumer.PublicJob
+		answered, err = cl.ask(ctx, consumer.EndpointStatus, consumer.StatusRequest{RequestID: reqID}, &public, 3*time.Second)
+		var apiErr *errAPI
+		switch {
+		case errors.As(err, &apiErr) && apiErr.code == "404":
+			return notFound()
+		case errors.As(err, &apiErr) && apiErr.code == "400":
+			fmt.Fprintf(stderr, "heapdel status: %q is not a request id (1-128 characters of A-Z a-z 0-9 . _ : -)\n", reqID)
+			return exitCode(2)
+		case serviceFailed(err):
+			fmt.Fprintf(stderr, "heapdel status: %v; reading the job store instead\n", err)
+			answered = false
+		case err != nil:
+			return err
+		}
+		job = public.Job
+	}
+	if !answered {
+		kv, err := cl.store(ctx)
+		if err != nil {
+			return err
+		}
+		e, err := kv.Get(ctx, consumer.JobKey(reqID))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return notFound()
+		}
+		if err != nil {
+			return fmt.Errorf("read job: %w", err)
+		}
+		if err := json.Unmarshal(e.Value(), &job); err != nil {
+			return fmt.Errorf("decode job: %w", err)
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		if answered {
+			return enc.Encode(consumer.Public(job))
+		}
 		return enc.Encode(job)
 	}
 	printJob(stdout, job)
@@ -92,7 +112,9 @@ func printJob(w io.Writer, j consumer.Job) {
 	if !j.Deadline.IsZero() {
 		fmt.Fprintf(w, "deadline        %s\n", ts(j.Deadline))
 	}
-	fmt.Fprintf(w, "identity hash   %s\n", j.IdentityHash)
+	if j.IdentityHash != "" { // the service does not serve it: only the job store holds it
+		fmt.Fprintf(w, "identity hash   %s\n", j.IdentityHash)
+	}
 	fmt.Fprintln(w, "history")
 	for _, t := range j.History {
 		note := ""
