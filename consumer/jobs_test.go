@@ -7,18 +7,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heapdel/heapdel/consumer"
+	"github.com/heapdel/heapdel/internal/embedded"
 )
 
 // jobStore is a job bucket on a real server, filled by the test.
-func jobStore(t *testing.T, bucket string) (jetstream.KeyValue, jetstream.JetStream) {
+func jobStore(t *testing.T, bucket string) jetstream.KeyValue {
 	t.Helper()
 	srv := natsServer(t, t.TempDir())
 	js, err := jetstream.New(connect(t, srv))
@@ -29,7 +32,7 @@ func jobStore(t *testing.T, bucket string) (jetstream.KeyValue, jetstream.JetStr
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kv, js
+	return kv
 }
 
 func putJobs(t *testing.T, kv jetstream.KeyValue, jobs ...consumer.Job) {
@@ -90,7 +93,7 @@ func listIDs(t *testing.T, kv jetstream.KeyValue, f consumer.JobFilter) []string
 }
 
 func TestJobsFilter(t *testing.T) {
-	kv, _ := jobStore(t, "HEAP_DELETION_JOBS")
+	kv := jobStore(t, "HEAP_DELETION_JOBS")
 	putJobs(t, kv, sampleJobs()...)
 	if _, err := kv.Put(context.Background(), "garbage", []byte("not json")); err != nil {
 		t.Fatal(err)
@@ -131,7 +134,7 @@ func TestJobsFilter(t *testing.T) {
 }
 
 func TestJobsListStopsAndFails(t *testing.T) {
-	kv, _ := jobStore(t, "HEAP_DELETION_JOBS")
+	kv := jobStore(t, "HEAP_DELETION_JOBS")
 	putJobs(t, kv, sampleJobs()...)
 	n := 0
 	err := consumer.ListJobs(context.Background(), kv, consumer.JobFilter{}, func(consumer.Job) error {
@@ -148,14 +151,14 @@ func TestJobsListStopsAndFails(t *testing.T) {
 		t.Fatalf("fn's error: got %v", err)
 	}
 	// An empty store lists nothing, and does not wait.
-	empty, _ := jobStore(t, "EMPTY")
+	empty := jobStore(t, "EMPTY")
 	if got := listIDs(t, empty, consumer.JobFilter{}); len(got) != 0 {
 		t.Fatalf("empty store listed %v", got)
 	}
 }
 
 func TestJobsPage(t *testing.T) {
-	kv, _ := jobStore(t, "HEAP_DELETION_JOBS")
+	kv := jobStore(t, "HEAP_DELETION_JOBS")
 	var want []string
 	for i := range 57 {
 		id := fmt.Sprintf("page-%03d", (i*37)%57) // written out of order
@@ -281,4 +284,75 @@ func TestJobsPublicHasNoIdentityHash(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil || back.RequestID != j.RequestID || !back.Deadline.Equal(j.Deadline) {
 		t.Fatalf("public job does not decode as a job: %+v, %v", back, err)
 	}
+}
+
+// BenchmarkJobs reads a job store of 100,000 jobs (a fifth failed): every job,
+// the failed ones, one sorted page, and the audit report. It prints the time of
+// one whole read per operation.
+//
+//	go test -run '^$' -bench Jobs -benchtime 3x ./consumer/
+func BenchmarkJobs(b *testing.B) {
+	const n = 100_000
+	srv, err := embedded.Start(embedded.Options{Port: -1, StoreDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "HEAP_DELETION_JOBS"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := sampleNow.Add(-1000 * time.Hour)
+	for i := range n {
+		j := consumer.Job{RequestID: fmt.Sprintf("dsr-2026-%06d", i), Attempt: 1, Status: "complete", Seq: uint64(i + 1),
+			IdentityHash: "3a0af6455dcb7755727798327df00322", HeapDeletionRequestID: "c93fae81-f67a-46d6-acf1-0c3ba1c3e5a6",
+			RequestedAt: t0, SubmittedAt: t0.Add(time.Second), CompletedAt: t0.Add(time.Hour), Deadline: t0.Add(720 * time.Hour),
+			History: []consumer.Transition{{Status: "accepted", At: t0}, {Status: "submitted", At: t0.Add(time.Second)},
+				{Status: "processing", At: t0.Add(time.Second)}, {Status: "complete", At: t0.Add(time.Hour)}}}
+		if i%5 == 0 {
+			j.Status, j.Reason, j.History = "failed", "heap_rejected", j.History[:2]
+		}
+		v, _ := json.Marshal(j)
+		if _, err := js.PublishAsync("$KV.HEAP_DELETION_JOBS."+consumer.JobKey(j.RequestID), v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	count := func(f consumer.JobFilter) func(b *testing.B) {
+		return func(b *testing.B) {
+			for b.Loop() {
+				if err := consumer.ListJobs(ctx, kv, f, func(consumer.Job) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.Run("list-all", count(consumer.JobFilter{}))
+	b.Run("list-failed", count(consumer.JobFilter{Status: []string{"failed"}}))
+	b.Run("page-100", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := consumer.JobPage(ctx, kv, consumer.JobFilter{}, 100); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("report-csv", func(b *testing.B) {
+		for b.Loop() {
+			w, _ := consumer.NewReportWriter(io.Discard, "csv")
+			if err := consumer.ListJobs(ctx, kv, consumer.JobFilter{Status: consumer.TerminalStates()}, w.Write); err != nil {
+				b.Fatal(err)
+			}
+			_ = w.Flush()
+		}
+	})
 }
