@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -87,6 +88,8 @@ type Config struct {
 	// ReconcileInterval is how often the job store is reconciled with the followed
 	// Heap requests (reconcile.go). Default 10 × RecheckInterval.
 	ReconcileInterval time.Duration
+	// Version is the binary's version, announced by the request-reply service.
+	Version string
 }
 
 var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -267,6 +270,7 @@ type Service struct {
 	wg             sync.WaitGroup
 	batcher        *batcher
 	scheduleMode   ScheduleMode
+	api            micro.Service // the request-reply service, nil when it did not start
 }
 
 // Option changes a Service built by [New].
@@ -325,7 +329,7 @@ func (s *Service) Start(ctx context.Context) error {
 	} else if err := s.verify(ctx); err != nil {
 		return err
 	}
-	if err := s.bind(ctx); err != nil {
+	if err := s.bindRetrying(ctx); err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -351,6 +355,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.gauges(runCtx) }()
 	s.started.Store(true)
+	if api, err := s.startAPI(s.cfg.Version); err != nil {
+		s.log.Warn().Err(err).Msg("request-reply API (NATS micro service heapdel) not started; deletions go on")
+	} else {
+		s.api = api
+	}
 	s.log.Info().Str("stream", s.cfg.CommandStream).Str("consumer", s.cfg.ConsumerName).
 		Str("behavior", string(s.cfg.Behavior)).Int("batch_size", s.cfg.BatchSize).
 		Str("batch_wait", s.cfg.BatchWait.String()).Str("recheck_mode", string(s.scheduleMode)).
@@ -409,6 +418,10 @@ func (s *Service) Ready() error {
 func (s *Service) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		// The API first: micro restores the connection's handlers when it stops.
+		if s.api != nil {
+			_ = s.api.Stop()
+		}
 		s.started.Store(false)
 		s.mu.Lock()
 		cc, rc := s.consumeCtx, s.recheckCtx
@@ -532,5 +545,27 @@ func (s *Service) refreshGauges(ctx context.Context) {
 		if info, err := c.Info(ctx); err == nil {
 			s.m.backlog.Set(float64(info.NumPending + uint64(info.NumAckPending)))
 		}
+	}
+}
+
+// bindRetrying binds with each lookup bounded by apiTimeout: a consumer whose group
+// is still electing may not answer its info request; that is retried with backoff
+// until ctx ends, when provisioning is on (otherwise a missing object fails at once).
+func (s *Service) bindRetrying(ctx context.Context) error {
+	wait := 250 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*apiTimeout)
+		err := s.bind(cctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || (!s.cfg.Provision && !errors.Is(err, context.DeadlineExceeded)) {
+			return err
+		}
+		s.log.Warn().Err(err).Dur("retry_in", wait).Msg("binding JetStream objects failed; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }

@@ -55,7 +55,16 @@ func (s *Service) provisionOnce(ctx context.Context) error {
 		return fmt.Errorf("migrate stream %s: %w", c.CommandStream, err)
 	}
 	for _, sc := range s.streamConfigs() {
-		if err := call(func(ctx context.Context) error { _, err := s.js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
+		if err := call(func(ctx context.Context) error {
+			// Create first: racing creates of one config are all answered, while a
+			// no-op update of an R3 stream whose group is still electing may get no
+			// answer at all.
+			_, err := s.js.CreateStream(ctx, sc)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				_, err = s.js.UpdateStream(ctx, sc)
+			}
+			return err
+		}); err != nil {
 			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
@@ -63,7 +72,13 @@ func (s *Service) provisionOnce(ctx context.Context) error {
 		return fmt.Errorf("migrate stream %s: %w", c.CommandStream, err)
 	}
 	for _, kc := range s.bucketConfigs() {
-		if err := call(func(ctx context.Context) error { _, err := s.js.CreateOrUpdateKeyValue(ctx, kc); return err }); err != nil {
+		if err := call(func(ctx context.Context) error {
+			_, err := s.js.CreateKeyValue(ctx, kc)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				_, err = s.js.UpdateKeyValue(ctx, kc)
+			}
+			return err
+		}); err != nil {
 			return fmt.Errorf("provision key-value bucket %s: %w", kc.Bucket, err)
 		}
 	}
@@ -167,7 +182,9 @@ const migratedSeqHeader = "Heapdel-Migrated-Seq"
 // which the job store absorbs).
 func (s *Service) migrateCommandStream(ctx context.Context) error {
 	c := s.cfg
-	old, err := s.js.Stream(ctx, c.CommandStream)
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	old, err := s.js.Stream(lctx, c.CommandStream)
+	cancel()
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil
 	}
@@ -221,7 +238,10 @@ func needsMigration(have jetstream.StreamConfig, c Config) bool {
 // and deletes the migration stream. It does nothing when there is none.
 func (s *Service) finishMigration(ctx context.Context) error {
 	c := s.cfg
-	if _, err := s.js.Stream(ctx, c.migrationStream()); errors.Is(err, jetstream.ErrStreamNotFound) {
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	_, err := s.js.Stream(lctx, c.migrationStream())
+	cancel()
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil
 	} else if err != nil {
 		return err

@@ -424,10 +424,7 @@ func (s *Service) submitted(ctx context.Context, claims []claim, heapID string, 
 		}
 		j.record(status, now, "")
 	}
-	if !s.storeClaims(ctx, claims, ttl, func(c *claim, pubs *publishes) {
-		pubs.add(s, c.job.event(events.StatusSubmitted, now))
-		pubs.add(s, c.job.event(events.Status(status), now))
-	}) {
+	if !s.storeClaims(ctx, claims, ttl, now, events.StatusSubmitted, events.Status(status)) {
 		return
 	}
 	for _, c := range claims {
@@ -455,11 +452,11 @@ func (s *Service) finishClaims(ctx context.Context, claims []claim, state string
 		j.Reason, j.Message = string(reason), message
 		j.record(state, now, string(reason))
 	}
-	if !s.storeClaims(ctx, claims, ttl, func(c *claim, pubs *publishes) {
-		if state == stateFailed {
-			pubs.add(s, c.job.event(events.StatusFailed, now))
-		}
-	}) {
+	var statuses []events.Status
+	if state == stateFailed {
+		statuses = append(statuses, events.StatusFailed)
+	}
+	if !s.storeClaims(ctx, claims, ttl, now, statuses...) {
 		return
 	}
 	for _, c := range claims {
@@ -477,22 +474,28 @@ func (s *Service) hold(ctx context.Context, claims []claim, err error) {
 	s.finishClaims(ctx, claims, stateHeld, reasonHeapUnreadable, "Heap answered 2xx without a deletion request id; held for an operator (details in heapdel's log)")
 }
 
-// storeClaims publishes the events that queue adds for each claim, then writes the
-// claims' jobs (compare-and-set on the claimed revision), then acknowledges the
-// commands, retrying every failure with backoff until it is stored. Events go first
-// so that no later event of a job (complete, found by a recheck as soon as the job
-// reads processing) can reach subscribers before them. A job that another writer
+// storeClaims publishes each claim's events of the given statuses (at at), then
+// writes the claims' jobs (compare-and-set on the claimed revision), then
+// acknowledges the commands, retrying every failure with backoff until it is stored.
+// The events go in waves, one status at a time, each stored before the next is
+// sent, so a retried publish (a leader change in a cluster) can never put a later
+// status ahead of an earlier one; and they go before the jobs, so that no later
+// event of a job (complete, found by a recheck as soon as the job reads processing)
+// can reach subscribers before them. A job that another writer
 // moved on meanwhile (a redelivery raced us) has the events of its stored state
 // published again: ids are deterministic, so subscribers see each once. It returns
 // false when ctx ended first: the commands are then given back.
-func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Duration, queue func(*claim, *publishes)) bool {
-	ok := s.untilStored(ctx, "publish the status events", func() error {
-		var pubs publishes
-		for i := range claims {
-			queue(&claims[i], &pubs)
-		}
-		return pubs.await(ctx, s)
-	})
+func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Duration, at time.Time, statuses ...events.Status) bool {
+	ok := true
+	for _, st := range statuses {
+		ok = ok && s.untilStored(ctx, "publish the status events", func() error {
+			var pubs publishes
+			for i := range claims {
+				pubs.add(s, claims[i].job.event(st, at))
+			}
+			return pubs.await(ctx, s)
+		})
+	}
 	todo := make([]*claim, len(claims))
 	for i := range claims {
 		todo[i] = &claims[i]

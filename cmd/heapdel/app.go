@@ -197,6 +197,7 @@ func consumerConfig(cfg config.Config, opts appOptions) consumer.Config {
 		Types:           cfg.EventTypes,
 		MaxBytes:        cfg.MaxMessageBytes,
 		HashKey:         cfg.HashKey(),
+		Version:         buildVersion(),
 		Schedule:        opts.schedule,
 		Replicas:        cfg.StreamReplicas,
 	}
