@@ -538,6 +538,9 @@ func credsSetup(t *testing.T) authSetup {
 		if perms != nil {
 			uc.Pub.Allow.Add(perms.Publish.Allow...)
 			uc.Sub.Allow.Add(perms.Subscribe.Allow...)
+			if perms.Response != nil { // allow_responses: the request-reply service's replies
+				uc.Resp = &jwt.ResponsePermission{MaxMsgs: perms.Response.MaxMsgs, Expires: perms.Response.Expires}
+			}
 		}
 		seed, err := ukp.Seed()
 		if err != nil {
