@@ -66,12 +66,10 @@ type APIError struct {
 	Error string `json:"error"`
 }
 
-// StartAPI registers the API micro service on the service's connection, with
-// version as its version, and returns it; stop it with its Stop before closing
-// the connection. It is what Start does for the API, for callers that need the
-// handle (tests, tools). It returns an error when the service has not been
-// started (the job store is not bound) or NATS refuses the subscriptions.
-func (s *Service) StartAPI(version string) (micro.Service, error) { return s.startAPI(version) }
+// API returns the request-reply micro service that Start registered (with
+// [Config].Version as its version), for its stats and info; nil when it did not
+// start (NATS refused the subscriptions: Start logs why) or before Start.
+func (s *Service) API() micro.Service { return s.api }
 
 func (s *Service) startAPI(version string) (micro.Service, error) {
 	if s.jobs == nil {

@@ -27,7 +27,7 @@ import (
 // the sample jobs written beside it.
 func apiEnv(t *testing.T) (*env, micro.Service) {
 	t.Helper()
-	e := newEnv(t, heaptest.Options{}, nil)
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.Version = "v1.2.3" })
 	svc := e.replica(nil)
 	e.publish(false, events.Command{RequestID: "api-real-1", Identity: "api-person@example.com"})
 	e.waitTerminal(15*time.Second, "api-real-1")
@@ -36,11 +36,10 @@ func apiEnv(t *testing.T) (*env, micro.Service) {
 		t.Fatal(err)
 	}
 	putJobs(t, kv, sampleJobs()[:3]...) // complete, complete late, failed
-	api, err := svc.StartAPI("v1.2.3")
-	if err != nil {
-		t.Fatal(err)
+	api := svc.API()
+	if api == nil {
+		t.Fatal("the API did not start")
 	}
-	t.Cleanup(func() { _ = api.Stop() })
 	return e, api
 }
 
@@ -288,11 +287,10 @@ func TestAPIPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stop(t, svc) })
-	api, err := svc.StartAPI("v0.9.0")
-	if err != nil {
-		t.Fatal(err)
+	api := svc.API()
+	if api == nil {
+		t.Fatalf("the API did not start:\n%s", logs.String())
 	}
-	t.Cleanup(func() { _ = api.Stop() })
 
 	caller := dial("caller")
 	if _, code, _ := call(t, caller, "heap.deletion.api.status", `{"request_id":"nobody"}`); code != "404" {

@@ -263,6 +263,7 @@ type Service struct {
 	stalls        [2]stall // by cause: causeStore, causeSchedule
 	// reconciledOnce is set after this replica's first reconciliation.
 	reconciledOnce atomic.Bool
+	reconciling    atomic.Bool // a reconciliation runs in the background
 	started        atomic.Bool
 	runCtx         context.Context
 	closeOnce      sync.Once

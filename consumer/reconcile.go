@@ -27,41 +27,61 @@ import (
 //   - a job held because Heap's answer could not be read waits for an operator
 //     (heapdel_jobs_stuck{reason="held"}).
 //
-// It runs on the replica that handles a recheck tick (one at a time across
-// replicas), at that replica's first tick and then every ReconcileInterval.
+// It is started by the replica that handles a recheck tick, at that replica's
+// first tick and then every ReconcileInterval (the time of the last pass is kept
+// in the request bucket), in the background so it never holds the tick up. Two
+// passes at once (a slow one here, another replica's) do no harm: following a
+// request again is a create that only one wins, and the rest only reads.
 const reconcileKey = "x.reconcile" // two tokens: the index's watch of "*" never sees it
 
-// maybeReconcile runs a reconciliation when this replica has not run one yet or the
-// last one (by any replica) is older than ReconcileInterval.
+// maybeReconcile starts a reconciliation in the background when this replica has
+// not run one yet or the last one (by any replica) is older than ReconcileInterval,
+// and none is running here. It never blocks the tick: a job-store read that hangs
+// (a watch caught in a NATS restart) must not stop the rechecks, so a pass is also
+// bounded by reconcileTimeout.
 func (s *Service) maybeReconcile() {
-	ctx, cancel := context.WithTimeout(s.runCtx, 10*time.Minute)
-	defer cancel()
-	if s.reconciledOnce.Load() {
-		e, err := s.requests.Get(ctx, reconcileKey)
-		if err == nil {
-			var at time.Time
-			if at.UnmarshalText(e.Value()) == nil && s.now().Sub(at) < s.cfg.ReconcileInterval {
-				return
-			}
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
-			return
-		}
-	}
-	rep, err := s.Reconcile(ctx)
-	if err != nil {
-		s.log.Warn().Err(err).Msg("reconciliation of jobs and followed Heap requests did not finish; tried again at a later tick")
+	if !s.reconciling.CompareAndSwap(false, true) {
 		return
 	}
-	s.reconciledOnce.Store(true)
-	at, _ := s.now().UTC().MarshalText()
-	_, _ = s.requests.Put(ctx, reconcileKey, at)
-	ev := s.log.Info()
-	if rep.Refollowed+rep.Orphaned+rep.Held > 0 {
-		ev = s.log.Warn()
-	}
-	ev.Int("jobs", rep.Jobs).Int("refollowed", rep.Refollowed).Int("orphaned", rep.Orphaned).Int("held", rep.Held).
-		Msg("reconciled the job store with the followed Heap requests")
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.reconciling.Store(false)
+		ctx, cancel := context.WithTimeout(s.runCtx, reconcileTimeout)
+		defer cancel()
+		if s.reconciledOnce.Load() {
+			e, err := s.requests.Get(ctx, reconcileKey)
+			if err == nil {
+				var at time.Time
+				if at.UnmarshalText(e.Value()) == nil && s.now().Sub(at) < s.cfg.ReconcileInterval {
+					return
+				}
+			} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+				return
+			}
+		}
+		rep, err := s.Reconcile(ctx)
+		if err != nil {
+			if s.runCtx.Err() == nil {
+				s.log.Warn().Err(err).Msg("reconciliation of jobs and followed Heap requests did not finish; tried again at a later tick")
+			}
+			return
+		}
+		s.reconciledOnce.Store(true)
+		at, _ := s.now().UTC().MarshalText()
+		_, _ = s.requests.Put(ctx, reconcileKey, at)
+		ev := s.log.Info()
+		if rep.Refollowed+rep.Orphaned+rep.Held > 0 {
+			ev = s.log.Warn()
+		}
+		ev.Int("jobs", rep.Jobs).Int("refollowed", rep.Refollowed).Int("orphaned", rep.Orphaned).Int("held", rep.Held).
+			Msg("reconciled the job store with the followed Heap requests")
+	}()
 }
+
+// reconcileTimeout bounds one reconciliation. Reading 100,000 jobs takes about a
+// second and a half (docs/performance.md).
+const reconcileTimeout = 5 * time.Minute
 
 // ReconcileReport says what one reconciliation found.
 type ReconcileReport struct {

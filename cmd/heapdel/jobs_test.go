@@ -54,12 +54,11 @@ func apiReplica(t *testing.T, env map[string]string, opts ...nats.Option) micro.
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	api, err := svc.StartAPI("0.0.1-test")
-	if err != nil {
-		t.Fatal(err)
+	api := svc.API()
+	if api == nil {
+		t.Fatal("the API did not start")
 	}
 	t.Cleanup(func() {
-		_ = api.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = svc.Close(ctx)
