@@ -246,6 +246,16 @@ func (b *batcher) forget(bt *batch) {
 	b.mu.Unlock()
 }
 
+// settled forgets items' sequences as in flight: they were given back, so a
+// redelivery of theirs is the next try, not a copy.
+func (b *batcher) settled(items []item) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, it := range items {
+		delete(b.inflight, it.seq)
+	}
+}
+
 // take records seq as in flight; false means it already is.
 func (b *batcher) take(seq uint64) bool {
 	if seq == 0 {

@@ -264,6 +264,7 @@ type Service struct {
 	// reconciledOnce is set after this replica's first reconciliation.
 	reconciledOnce atomic.Bool
 	reconciling    atomic.Bool // a reconciliation runs in the background
+	closing        atomic.Bool // Close has begun: consumers are never started again
 	started        atomic.Bool
 	runCtx         context.Context
 	closeOnce      sync.Once
@@ -407,10 +408,59 @@ func (s *Service) Ready() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.consumeCtx == nil {
+	switch {
+	case s.consumeCtx == nil:
 		return errors.New("command consumer not bound")
+	case ended(s.consumeCtx), ended(s.recheckCtx):
+		return errors.New("a JetStream consumer ended (its stream or consumer was deleted?); taking it up again")
 	}
 	return nil
+}
+
+// ended says whether a consume context has stopped for good.
+func ended(c jetstream.ConsumeContext) bool {
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+// watchConsumers takes the consumers up again when JetStream ended them: a deleted
+// stream or consumer ends a Consume for good, and ticks or commands would then
+// wait for ever behind a pod that looks alive. With provisioning on, the objects
+// are created again first.
+func (s *Service) watchConsumers(ctx context.Context) {
+	s.mu.Lock()
+	cc, rc := s.consumeCtx, s.recheckCtx
+	s.mu.Unlock()
+	if !s.started.Load() || (!ended(cc) && !ended(rc)) {
+		return
+	}
+	s.log.Error().Bool("commands", ended(cc)).Bool("ticks", ended(rc)).
+		Msg("a JetStream consumer ended (its stream or consumer was deleted?): taking it up again")
+	if s.cfg.Provision {
+		if err := s.provisionOnce(ctx); err != nil {
+			s.log.Warn().Err(err).Msg("provisioning again after a consumer ended; tried again shortly")
+			return
+		}
+		if s.scheduleMode == ScheduleServer {
+			_ = s.ensureSchedule(ctx)
+		}
+	}
+	if cc != nil {
+		cc.Stop()
+	}
+	if rc != nil {
+		rc.Stop()
+	}
+	if err := s.startConsumers(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("taking the consumers up again failed; tried again shortly")
+	}
 }
 
 // Close stops taking commands, finishes or releases the batch in flight within ctx,
@@ -423,7 +473,10 @@ func (s *Service) Close(ctx context.Context) error {
 		if s.api != nil {
 			_ = s.api.Stop()
 		}
+		s.mu.Lock()
 		s.started.Store(false)
+		s.closing.Store(true)
+		s.mu.Unlock()
 		s.mu.Lock()
 		cc, rc := s.consumeCtx, s.recheckCtx
 		s.consumeCtx, s.recheckCtx = nil, nil
@@ -516,6 +569,7 @@ func (s *Service) gauges(ctx context.Context) {
 		if n%15 == 0 && s.scheduleMode == ScheduleServer {
 			s.watchSchedule(ctx)
 		}
+		s.watchConsumers(ctx)
 		select {
 		case <-ctx.Done():
 			return

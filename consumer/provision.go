@@ -191,9 +191,23 @@ func (s *Service) migrateCommandStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	oc := old.CachedInfo().Config
+	first := old.CachedInfo()
+	oc := first.Config
 	if !needsMigration(oc, c) {
 		return nil
+	}
+	// still reports whether the stream named CommandStream is the one first seen:
+	// another replica may have finished the migration meanwhile, and the stream
+	// of the new layout must never be copied from or deleted.
+	still := func() (bool, error) {
+		st, err := s.js.Stream(ctx, c.CommandStream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return st.CachedInfo().Created.Equal(first.Created), nil
 	}
 	s.log.Warn().Str("stream", c.CommandStream).Strs("subjects", oc.Subjects).Bool("allow_rollup", oc.AllowRollup).
 		Msg("command stream has the layout of an earlier heapdel (internal subjects or roll-ups allowed): recreating it, keeping every queued command; publishers get errors for a few seconds")
@@ -217,11 +231,15 @@ func (s *Service) migrateCommandStream(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("create %s: %w", c.migrationStream(), err)
 	}
-	n, err := s.copyCommands(ctx, c.CommandStream, c.migrationSubject(), func(m *jetstream.RawStreamMsg) bool {
-		return m.Subject == c.requestedSubject()
-	})
+	if ok, err := still(); err != nil || !ok {
+		return err // migrated by another replica meanwhile
+	}
+	n, err := s.copyCommands(ctx, c.CommandStream, c.migrationSubject(), c.requestedSubject())
 	if err != nil {
 		return fmt.Errorf("copy queued commands to %s: %w", c.migrationStream(), err)
+	}
+	if ok, err := still(); err != nil || !ok {
+		return err
 	}
 	if err := s.js.DeleteStream(ctx, c.CommandStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete old stream: %w", err)
@@ -246,7 +264,7 @@ func (s *Service) finishMigration(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
-	n, err := s.copyCommands(ctx, c.migrationStream(), c.requestedSubject(), func(*jetstream.RawStreamMsg) bool { return true })
+	n, err := s.copyCommands(ctx, c.migrationStream(), c.requestedSubject(), c.migrationSubject())
 	if err != nil {
 		return fmt.Errorf("copy commands back from %s: %w", c.migrationStream(), err)
 	}
@@ -257,41 +275,37 @@ func (s *Service) finishMigration(ctx context.Context) error {
 	return nil
 }
 
-// copyCommands publishes every message of stream that keep accepts to subject,
+// copyCommands publishes every message of stream on subject from to subject to,
 // with its headers and data (JetStream's own Nats-* headers dropped) and a
-// Nats-Msg-Id per original sequence, and waits until all are stored.
-func (s *Service) copyCommands(ctx context.Context, stream, subject string, keep func(*jetstream.RawStreamMsg) bool) (int, error) {
+// Nats-Msg-Id per original sequence, and waits until all are stored. It reads only
+// the messages on from (JetStream's next-by-subject get), so years of recheck ticks
+// between the old schedule message and the queued commands cost nothing.
+func (s *Service) copyCommands(ctx context.Context, stream, to, from string) (int, error) {
 	st, err := s.js.Stream(ctx, stream)
-	if err != nil {
-		return 0, err
-	}
-	info, err := st.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	var werr error
-	writes := newWindow(int(min(info.State.Msgs, writeWindow)), func(f jetstream.PubAckFuture) {
+	writes := newWindow(writeWindow, func(f jetstream.PubAckFuture) {
 		if _, err := awaitAck(ctx, f); err != nil {
 			werr = errors.Join(werr, err)
 		}
 	})
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(from))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
+			break
 		}
 		if err != nil {
-			return n, fmt.Errorf("read message %d: %w", seq, err)
+			return n, fmt.Errorf("read the command after sequence %d: %w", seq, err)
 		}
-		if !keep(m) {
-			continue
-		}
+		seq = m.Sequence + 1
 		orig := m.Header.Get(migratedSeqHeader)
 		if orig == "" {
-			orig = strconv.FormatUint(seq, 10)
+			orig = strconv.FormatUint(m.Sequence, 10)
 		}
-		out := nats.NewMsg(subject)
+		out := nats.NewMsg(to)
 		for k, v := range m.Header {
 			if !strings.HasPrefix(k, "Nats-") {
 				out.Header[k] = v
@@ -299,7 +313,7 @@ func (s *Service) copyCommands(ctx context.Context, stream, subject string, keep
 		}
 		out.Header.Set(migratedSeqHeader, orig)
 		out.Data = m.Data
-		f, err := s.js.PublishMsgAsync(out, jetstream.WithMsgID("heapdel-migrate-"+stream+"-"+orig))
+		f, err := s.js.PublishMsgAsync(out, jetstream.WithMsgID("heapdel-migrate-"+orig))
 		if err != nil {
 			return n, err
 		}
@@ -405,8 +419,13 @@ func (s *Service) startConsumers(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", s.cfg.recheckConsumer(), err)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() { // closed meanwhile
+		cc.Stop()
+		rc.Stop()
+		return nil
+	}
 	s.consumeCtx, s.recheckCtx = cc, rc
-	s.mu.Unlock()
 	return nil
 }
 

@@ -43,7 +43,14 @@ func (s *Service) maybeReconcile() {
 	if !s.reconciling.CompareAndSwap(false, true) {
 		return
 	}
+	s.mu.Lock() // Close stops the service under s.mu before it waits for s.wg
+	if !s.started.Load() {
+		s.mu.Unlock()
+		s.reconciling.Store(false)
+		return
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		defer s.reconciling.Store(false)
@@ -199,7 +206,11 @@ func (s *Service) refollow(ctx context.Context, heapID string, requestIDs []stri
 	}
 	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.RequestID, b.RequestID) })
 	mv, _ := json.Marshal(members)
-	if _, err := s.requests.Put(ctx, membersKey(heapID), mv); err != nil {
+	// Create, not Put: if the request is followed after all (a lagging read, a
+	// second reconciliation), its members record stays as it is.
+	if _, err := s.requests.Create(ctx, membersKey(heapID), mv); isConflict(err) {
+		return false, nil
+	} else if err != nil {
 		return false, fmt.Errorf("store members: %w", err)
 	}
 	r := HeapRequest{ID: heapID, SubmittedAt: submitted, NextCheckAt: s.now(), Users: len(members), Deadlines: deadlines}

@@ -611,6 +611,9 @@ func (s *Service) requeueStored(ctx context.Context, pubs *publishes, requestID 
 // delay is nil (shutting down), otherwise after delay(it). It is the only way a
 // command goes back.
 func (s *Service) giveBack(items []item, delay func(item) time.Duration) {
+	if s.batcher != nil {
+		s.batcher.settled(items) // its redelivery is welcome from now on
+	}
 	for _, it := range items {
 		if delay == nil {
 			_ = it.msg.Nak()
@@ -636,6 +639,9 @@ func (s *Service) waitForHeap(ctx context.Context, claims []claim, base, ceiling
 		delays[i] = max(backoff(c.it.delivered, base, ceiling), atLeast)
 	}
 	s.markWaiting(ctx, claims, delays)
+	if s.batcher != nil {
+		s.batcher.settled(itemsOf(claims))
+	}
 	for i, c := range claims {
 		_ = c.it.msg.NakWithDelay(delays[i])
 	}

@@ -254,3 +254,26 @@ func TestTraceContextCopied(t *testing.T) {
 		})
 	}
 }
+
+// A deleted schedule stream takes the recheck consumer and the schedule with it:
+// heapdel must provision them again and go on (and, should the client end a
+// consume for good, take it up again), instead of a pod that looks ready while
+// nothing is rechecked.
+func TestDeletedScheduleStreamIsTakenUpAgain(t *testing.T) {
+	e := newEnv(t, heaptest.Options{CompleteAfter: 500 * time.Millisecond}, nil)
+	e.replica(nil)
+	first := identityCmds("before", 5)
+	e.publish(false, first...)
+	e.waitTerminal(20*time.Second, ids(first)...)
+	if err := e.js.DeleteStream(context.Background(), "HEAP_DELETION_SCHEDULE"); err != nil {
+		t.Fatal(err)
+	}
+	after := identityCmds("after", 5)
+	e.publish(false, after...)
+	e.waitTerminal(40*time.Second, ids(after)...)
+	for _, id := range ids(after) {
+		if got := e.terminal(id); got != events.StatusComplete {
+			t.Fatalf("%s: %s, want complete", id, got)
+		}
+	}
+}

@@ -242,7 +242,9 @@ func start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts appO
 	if err != nil {
 		return nil, err
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Two minutes: provisioning waits out a NATS cluster that is still electing
+	// its leaders, and a migration copies every queued command twice.
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := a.svc.Start(startCtx); err != nil {
 		return nil, err
