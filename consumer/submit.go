@@ -145,6 +145,10 @@ func (s *Service) claim(ctx context.Context, valid []item, pubs *publishes) (cla
 			p.c.rev = ack.Sequence
 			s.m.commands.WithLabelValues("accepted").Inc()
 		}
+		if errors.Is(err, errRecentClaim) {
+			back = append(back, p.c.it) // not the store's fault
+			return
+		}
 		if err != nil {
 			failed.add(p.c.it.cmd.RequestID, err)
 			back = append(back, p.c.it)
@@ -257,6 +261,12 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 			if owned {
 				return s.duplicate(it, job)
 			}
+			if last := job.History[len(job.History)-1].At; s.now().Sub(last) < 2*s.cfg.AckWait {
+				// Claimed moments ago: its command may just have been moved (a
+				// migration copies commands to new sequences) and be at Heap
+				// now. Come back once the claim is surely stale.
+				return claim{it: it}, false, errRecentClaim
+			}
 			s.m.reconciled.WithLabelValues(repairOrphanedClaim).Inc()
 			s.log.Warn().Str("request_id", it.cmd.RequestID).Uint64("orphaned_seq", job.Seq).
 				Msg("the command that claimed this request id is gone from the stream; this re-send takes the claim over")
@@ -269,6 +279,10 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 	}
 	return claim{it: it}, false, errors.New("job changed repeatedly by other writers")
 }
+
+// errRecentClaim: the request id is claimed by a command that left the stream, but
+// too recently to take the claim over yet; the re-send is given back with a delay.
+var errRecentClaim = errors.New("claimed too recently to take over")
 
 func (s *Service) duplicate(it item, job Job) (claim, bool, error) {
 	s.m.commands.WithLabelValues("duplicate").Inc()

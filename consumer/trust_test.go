@@ -130,8 +130,11 @@ func TestOrphanedClaimTakenOverByResend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	orphan := consumer.Job{RequestID: "orphan-1", Attempt: 1, Status: "accepted", Seq: 424242, RequestedAt: time.Now().UTC(),
-		History: []consumer.Transition{{Status: "accepted", At: time.Now().UTC()}}}
+	// Claimed an hour ago: a claim younger than two ack waits is not taken over
+	// yet (its command may just have moved to a new sequence in a migration).
+	claimed := time.Now().Add(-time.Hour).UTC()
+	orphan := consumer.Job{RequestID: "orphan-1", Attempt: 1, Status: "accepted", Seq: 424242, RequestedAt: claimed,
+		History: []consumer.Transition{{Status: "accepted", At: claimed}}}
 	v, _ := json.Marshal(orphan)
 	if _, err := kv.Create(ctx, consumer.JobKey("orphan-1"), v); err != nil {
 		t.Fatal(err)
