@@ -394,8 +394,29 @@ func (s *Service) bind(ctx context.Context) error {
 	return nil
 }
 
+// lookupConsumer looks a consumer up, each try bounded by apiTimeout and retried
+// with backoff until ctx ends: the group of a consumer just created on a NATS
+// cluster may not answer while it elects its leader.
+func (s *Service) lookupConsumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	wait := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		c, err := s.js.Consumer(cctx, stream, name)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
 func (s *Service) startConsumers(ctx context.Context) error {
-	cons, err := s.js.Consumer(ctx, s.cfg.CommandStream, s.cfg.ConsumerName)
+	cons, err := s.lookupConsumer(ctx, s.cfg.CommandStream, s.cfg.ConsumerName)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", s.cfg.ConsumerName, err)
 	}
@@ -406,7 +427,7 @@ func (s *Service) startConsumers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", s.cfg.ConsumerName, err)
 	}
-	rcons, err := s.js.Consumer(ctx, s.cfg.ScheduleStream, s.cfg.recheckConsumer())
+	rcons, err := s.lookupConsumer(ctx, s.cfg.ScheduleStream, s.cfg.recheckConsumer())
 	if err != nil {
 		cc.Stop()
 		return fmt.Errorf("consumer %s: %w", s.cfg.recheckConsumer(), err)
