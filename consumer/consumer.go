@@ -444,12 +444,9 @@ func (s *Service) watchConsumers(ctx context.Context) {
 	s.log.Error().Bool("commands", ended(cc)).Bool("ticks", ended(rc)).
 		Msg("a JetStream consumer ended (its stream or consumer was deleted?): taking it up again")
 	if s.cfg.Provision {
-		if err := s.provisionOnce(ctx); err != nil {
+		if err := s.reprovision(ctx); err != nil {
 			s.log.Warn().Err(err).Msg("provisioning again after a consumer ended; tried again shortly")
 			return
-		}
-		if s.scheduleMode == ScheduleServer {
-			_ = s.ensureSchedule(ctx)
 		}
 	}
 	if cc != nil {
@@ -607,20 +604,12 @@ func (s *Service) refreshGauges(ctx context.Context) {
 // is still electing may not answer its info request; that is retried with backoff
 // until ctx ends, when provisioning is on (otherwise a missing object fails at once).
 func (s *Service) bindRetrying(ctx context.Context) error {
-	wait := 250 * time.Millisecond
-	for {
+	return retryBackoff(ctx, 250*time.Millisecond, 5*time.Second, func() (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, 2*apiTimeout)
+		defer cancel()
 		err := s.bind(cctx)
-		cancel()
-		if err == nil || ctx.Err() != nil || (!s.cfg.Provision && !errors.Is(err, context.DeadlineExceeded)) {
-			return err
-		}
+		return !s.cfg.Provision && !errors.Is(err, context.DeadlineExceeded), err
+	}, func(_ int, err error, wait time.Duration) {
 		s.log.Warn().Err(err).Dur("retry_in", wait).Msg("binding JetStream objects failed; retrying")
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
+	})
 }

@@ -20,24 +20,12 @@ import (
 // migrateCommandStream moves it to the current layout without losing a command).
 // Every failure is retried with backoff until ctx ends; the last one is returned.
 func (s *Service) provision(ctx context.Context) error {
-	wait := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := s.provisionOnce(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		s.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).
-			Msg("provisioning JetStream objects failed; retrying (a NATS cluster may still be electing, or another replica is provisioning)")
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
+	return retryBackoff(ctx, 250*time.Millisecond, 5*time.Second,
+		func() (bool, error) { return false, s.provisionOnce(ctx) },
+		func(try int, err error, wait time.Duration) {
+			s.log.Warn().Err(err).Int("attempt", try).Dur("retry_in", wait).
+				Msg("provisioning JetStream objects failed; retrying (a NATS cluster may still be electing, or another replica is provisioning)")
+		})
 }
 
 // apiTimeout bounds one JetStream API call of provisioning, so that a call the
@@ -398,21 +386,15 @@ func (s *Service) bind(ctx context.Context) error {
 // with backoff until ctx ends: the group of a consumer just created on a NATS
 // cluster may not answer while it elects its leader.
 func (s *Service) lookupConsumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
-	wait := 100 * time.Millisecond
-	for {
+	var c jetstream.Consumer
+	err := retryBackoff(ctx, 100*time.Millisecond, 2*time.Second, func() (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		c, err := s.js.Consumer(cctx, stream, name)
-		cancel()
-		if err == nil || ctx.Err() != nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			return c, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
+		defer cancel()
+		var err error
+		c, err = s.js.Consumer(cctx, stream, name)
+		return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound), err
+	}, nil)
+	return c, err
 }
 
 func (s *Service) startConsumers(ctx context.Context) error {

@@ -630,7 +630,7 @@ func (s *Service) watchSchedule(ctx context.Context) {
 		// NATS trouble: the connection and store signals say so.
 	case s.cfg.Provision:
 		s.log.Warn().Str("stream", s.cfg.ScheduleStream).Msg("recheck schedule was missing; publishing it again")
-		if perr := s.provisionSchedule(cctx); perr != nil {
+		if perr := s.reprovision(ctx); perr != nil {
 			s.stalled(causeSchedule, perr)
 		}
 	default:
@@ -638,20 +638,19 @@ func (s *Service) watchSchedule(ctx context.Context) {
 	}
 }
 
-// provisionSchedule creates the schedule stream if it is gone and publishes the
-// schedule.
-func (s *Service) provisionSchedule(ctx context.Context) error {
-	for _, sc := range s.streamConfigs() {
-		if sc.Name == s.cfg.ScheduleStream {
-			if _, err := s.js.CreateOrUpdateStream(ctx, sc); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.ScheduleStream, s.recheckConsumerConfig()); err != nil {
+// reprovision creates again whatever an operator deleted under a running service
+// (a stream, its consumer, the recheck schedule): the same provisioning as at
+// start, then the schedule.
+func (s *Service) reprovision(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := s.provisionOnce(ctx); err != nil {
 		return err
 	}
-	return s.ensureSchedule(ctx)
+	if s.scheduleMode == ScheduleServer {
+		return s.ensureSchedule(ctx)
+	}
+	return nil
 }
 
 // ensureSchedule publishes the repeating schedule unless the same one is in place;

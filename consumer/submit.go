@@ -38,9 +38,12 @@ func (s *Service) flush(ctx context.Context, items []item) {
 	claims, settled, back := s.claim(ctx, valid, &pubs)
 	// Invalid commands after the claims: a malformed re-send of a request id that a
 	// valid command of this very batch claims must not announce a failure.
-	inBatch := make(map[string]bool, len(valid))
-	for _, it := range valid {
-		inBatch[it.cmd.RequestID] = true
+	var inBatch map[string]bool // only when there is an invalid command to check
+	if len(invalid) > 0 {
+		inBatch = make(map[string]bool, len(valid))
+		for _, it := range valid {
+			inBatch[it.cmd.RequestID] = true
+		}
 	}
 	var terms []item
 	for _, it := range invalid {
@@ -583,29 +586,21 @@ func (s *Service) storeClaims(ctx context.Context, claims []claim, ttl time.Dura
 // in progress (the batcher keeps them alive). It returns false only when ctx ends.
 // A failed status-event await keeps what it could not store: await is called again.
 func (s *Service) untilStored(ctx context.Context, what string, op func() error) bool {
-	wait := 100 * time.Millisecond
-	for try := 1; ; try++ {
-		err := op()
-		if err == nil {
-			s.stalled(causeStore, nil)
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		s.stalled(causeStore, err)
-		s.m.storeRetries.Inc()
-		if try == 1 || try%10 == 0 {
-			s.log.Warn().Err(err).Int("try", try).
-				Msg("could not " + what + " after Heap accepted the users; retrying, never resubmitting (is a bucket or stream full, or a NATS leader being elected? see the runbook: HeapdelStalled)")
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
+	err := retryBackoff(ctx, 100*time.Millisecond, 30*time.Second,
+		func() (bool, error) { return false, op() },
+		func(try int, err error, _ time.Duration) {
+			s.stalled(causeStore, err)
+			s.m.storeRetries.Inc()
+			if try == 1 || try%10 == 0 {
+				s.log.Warn().Err(err).Int("try", try).
+					Msg("could not " + what + " after Heap accepted the users; retrying, never resubmitting (is a bucket or stream full, or a NATS leader being elected? see the runbook: HeapdelStalled)")
+			}
+		})
+	if err != nil {
+		return false
 	}
+	s.stalled(causeStore, nil)
+	return true
 }
 
 // requeueStored re-reads a job that another writer changed and queues the events of
