@@ -2,7 +2,8 @@
 // embedded nats-server/v2 servers joined by routes, each with its own store, that a
 // test can shut down (a node lost) and restart on the same ports and store (the node
 // back), and whose stream leaders it can find. It is the cluster harness of heapdel's
-// fault suites; it is test code, and fails the test it was given on a setup error.
+// fault suites, where [Start] fails the test it was given on a setup error, and of
+// `heapdel bench --cluster`, a command and not a test, which uses [New] and its errors.
 package clustertest
 
 import (
@@ -41,11 +42,14 @@ type Options struct {
 	Logger server.Logger
 	// ReadyTimeout bounds the wait for the meta leader, default 60s.
 	ReadyTimeout time.Duration
+	// StoreDir is the directory under which each node stores, in a subdirectory
+	// named after it. [New] requires it; [Start] uses the test's t.TempDir().
+	StoreDir string
 }
 
 // Cluster is a running JetStream cluster. Its methods are safe for concurrent use.
 type Cluster struct {
-	t    testing.TB
+	t    testing.TB // set by Start: the test Restart fails; nil from New
 	opts Options
 
 	mu    sync.Mutex
@@ -67,6 +71,26 @@ type node struct {
 // be formed.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	if opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatalf("clustertest: %v", err)
+	}
+	c.t = t
+	t.Cleanup(c.Close)
+	return c
+}
+
+// New runs a cluster as [Start] does, outside a test: each node stores under
+// opts.StoreDir, which the caller owns, and the caller must call [Cluster.Close].
+// It returns an error, with every node it started shut down again, when opts.StoreDir
+// is empty or the cluster cannot be formed.
+func New(opts Options) (*Cluster, error) {
+	if opts.StoreDir == "" {
+		return nil, errors.New("clustertest: Options.StoreDir is required")
+	}
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
@@ -81,19 +105,17 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	ports, err := freePorts(2 * opts.Nodes)
 	if err != nil {
-		t.Fatalf("clustertest: %v", err)
+		return nil, err
 	}
-	base := t.TempDir()
-	c := &Cluster{t: t, opts: opts}
+	c := &Cluster{opts: opts}
 	for i := range opts.Nodes {
 		c.nodes = append(c.nodes, &node{
 			name:        fmt.Sprintf("n%d", i+1),
-			dir:         filepath.Join(base, fmt.Sprintf("n%d", i+1)),
+			dir:         filepath.Join(opts.StoreDir, fmt.Sprintf("n%d", i+1)),
 			clientPort:  ports[2*i],
 			clusterPort: ports[2*i+1],
 		})
 	}
-	t.Cleanup(c.shutdownAll)
 	// Start them together: a node's routes to the others are retried until they are up.
 	errs := make([]error, len(c.nodes))
 	var wg sync.WaitGroup
@@ -102,14 +124,16 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("clustertest: %v", err)
+		c.Close()
+		return nil, err
 	}
 	if !opts.NoWait {
 		if err := c.WaitReady(opts.ReadyTimeout); err != nil {
-			t.Fatalf("clustertest: %v", err)
+			c.Close()
+			return nil, err
 		}
 	}
-	return c
+	return c, nil
 }
 
 // freePorts reserves n distinct loopback ports by listening on them, then frees
@@ -239,15 +263,25 @@ func (c *Cluster) Shutdown(i int) {
 
 // Restart starts node i again with the same ports, name and store, and waits until
 // it accepts client connections (not until it has caught up: see
-// [Cluster.WaitHealthy]). It fails the test if the node cannot start.
+// [Cluster.WaitHealthy]). It fails the test given to [Start] if the node cannot
+// start; on a cluster from [New], which has no test, it panics.
 func (c *Cluster) Restart(i int) {
+	if c.t == nil {
+		if err := c.start(i); err != nil {
+			panic(fmt.Sprintf("clustertest: restart: %v", err))
+		}
+		return
+	}
 	c.t.Helper()
 	if err := c.start(i); err != nil {
 		c.t.Fatalf("clustertest: restart: %v", err)
 	}
 }
 
-func (c *Cluster) shutdownAll() {
+// Close shuts every running node down, together, and waits for them. Their stores
+// stay (Start's are removed with the test's temporary directory). It is safe to call
+// twice; [Start] calls it at the end of the test.
+func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for i := range c.nodes {
 		wg.Go(func() { c.Shutdown(i) })

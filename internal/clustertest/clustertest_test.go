@@ -112,3 +112,25 @@ func TestClusterLeaderLost(t *testing.T) {
 		t.Fatalf("after restart: running %v, meta leader %d", c.Running(leader), c.MetaLeader())
 	}
 }
+
+// TestNewOutsideATest forms a cluster the way `heapdel bench --cluster` does, with
+// errors instead of a test to fail, and closes it twice.
+func TestNewOutsideATest(t *testing.T) {
+	if _, err := clustertest.New(clustertest.Options{}); err == nil {
+		t.Fatal("New without a StoreDir: no error")
+	}
+	c, err := clustertest.New(clustertest.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetaLeader() < 0 {
+		t.Error("New returned before the cluster had a meta leader")
+	}
+	c.Close()
+	c.Close()
+	for i := range c.Nodes() {
+		if c.Running(i) {
+			t.Errorf("node %s still running after Close", c.Name(i))
+		}
+	}
+}
