@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -29,6 +28,7 @@ import (
 	"github.com/heapdel/heapdel/consumer"
 	"github.com/heapdel/heapdel/events"
 	"github.com/heapdel/heapdel/heapclient/heaptest"
+	"github.com/heapdel/heapdel/internal/clustertest"
 	"github.com/heapdel/heapdel/internal/embedded"
 )
 
@@ -45,6 +45,10 @@ type benchOptions struct {
 	inProcess bool
 	heapProf  string // write an in-use heap profile half way through
 	memLimit  string // GOMEMLIMIT of the service process
+
+	cluster    bool // run on a three-node cluster, once with R1 streams and once with R3
+	syncAlways bool // the servers sync every write before acknowledging it
+	replicas   int  // HEAPDEL_STREAM_REPLICAS of this run; 0 leaves the default (1)
 }
 
 // benchResult is what `heapdel bench` prints; --json gives it as is.
@@ -68,8 +72,47 @@ type benchResult struct {
 	RatioToPublish float64 `json:"ratio_to_baseline_publish,omitempty"`
 	StartToReadyMS float64 `json:"start_to_ready_ms"`
 	ServiceProcess bool    `json:"service_in_own_process"`
+	ClusterNodes   int     `json:"cluster_nodes,omitempty"`   // 0: one embedded server
+	StreamReplicas int     `json:"stream_replicas,omitempty"` // with --cluster
+	SyncAlways     bool    `json:"sync_always,omitempty"`
 
 	Recheck []recheckResult `json:"recheck,omitempty"`
+}
+
+// clusterBenchResult is what `heapdel bench --cluster` prints: the same workload with
+// R1 and with R3 streams on a three-node cluster, and R3's figures over R1's.
+type clusterBenchResult struct {
+	R1    benchResult  `json:"r1"`
+	R3    benchResult  `json:"r3"`
+	Ratio clusterRatio `json:"ratio"`
+}
+
+// clusterRatio is R3's figure over R1's: below 1 for throughput means R3 is slower,
+// above 1 for latency means R3 takes longer. A figure one run lacks gives 0.
+type clusterRatio struct {
+	Throughput   float64 `json:"commands_per_second"`
+	LatencyP50   float64 `json:"latency_p50_ms"`
+	LatencyP99   float64 `json:"latency_p99_ms"`
+	BasePublish  float64 `json:"baseline_publish_per_second,omitempty"`
+	CPUPer10k    float64 `json:"cpu_seconds_per_10k"`
+	HeapRequests float64 `json:"heap_requests"`
+}
+
+func ratioOf(r1, r3 benchResult) clusterRatio {
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	return clusterRatio{
+		Throughput:   div(r3.Throughput, r1.Throughput),
+		LatencyP50:   div(r3.LatencyP50MS, r1.LatencyP50MS),
+		LatencyP99:   div(r3.LatencyP99MS, r1.LatencyP99MS),
+		BasePublish:  div(r3.BasePublish, r1.BasePublish),
+		CPUPer10k:    div(r3.CPUPer10k, r1.CPUPer10k),
+		HeapRequests: div(float64(r3.HeapRequests), float64(r1.HeapRequests)),
+	}
 }
 
 type recheckResult struct {
@@ -86,7 +129,7 @@ type recheckResult struct {
 }
 
 func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
-	fs := flagSet("bench [flags]", "Measures heapdel on this machine: an embedded JetStream server (file storage) and the Heap\nsimulator answering at once in this process, and the service as a child `heapdel run`\nprocess (--in-process: in this one). Modes:\n  throughput  publish --count commands as fast as JetStream takes them; also measures the\n              raw JetStream baseline (async publish, consume+ack) in the same run\n  latency     offer --rate commands/s and report publish→submitted latency\n  recheck     time one recheck tick with --requests pending Heap requests of --users each\nAbsolute figures swing on shared machines: compare ratios from one run.", stdout)
+	fs := flagSet("bench [flags]", "Measures heapdel on this machine: an embedded JetStream server (file storage) and the Heap\nsimulator answering at once in this process, and the service as a child `heapdel run`\nprocess (--in-process: in this one). Modes:\n  throughput  publish --count commands as fast as JetStream takes them; also measures the\n              raw JetStream baseline (async publish, consume+ack) in the same run\n  latency     offer --rate commands/s and report publish→submitted latency\n  recheck     time one recheck tick with --requests pending Heap requests of --users each\n--cluster runs the throughput or latency workload twice on three in-process nats-server\nnodes joined by routes, with HEAPDEL_STREAM_REPLICAS=1 and then 3 (a new cluster each),\nand prints both and R3/R1.\nAbsolute figures swing on shared machines: compare ratios from one run.", stdout)
 	o := benchOptions{progress: stderr}
 	fs.StringVar(&o.mode, "mode", "throughput", "throughput, latency or recheck")
 	fs.IntVar(&o.count, "count", 100_000, "commands to publish (throughput, latency)")
@@ -98,6 +141,8 @@ func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout,
 	fs.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	fs.StringVar(&o.memLimit, "service-memlimit", "", "GOMEMLIMIT of the service process, e.g. 120MiB (without it the service runs with no memory limit, even in a container)")
 	fs.StringVar(&o.heapProf, "heapprofile", "", "with --in-process: write an in-use heap profile half way through the run")
+	fs.BoolVar(&o.cluster, "cluster", false, "run on a three-node cluster, with R1 streams and then R3, and print both and the ratio R3/R1 (throughput and latency modes)")
+	fs.BoolVar(&o.syncAlways, "sync-always", false, "the NATS servers sync every write to disk before acknowledging it (sync_interval: always, as heapdel run's embedded server); by default every 2 minutes, nats-server's default")
 	fs.BoolVar(&o.inProcess, "in-process", false, "run the service inside the bench process (needed for --cpuprofile of the service); CPU and RSS then cover the server and publisher too")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	memProfile := fs.String("memprofile", "", "write an allocation profile at the end to this file")
@@ -127,6 +172,23 @@ func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout,
 			}
 		}()
 	}
+	if o.cluster {
+		if o.mode != "throughput" && o.mode != "latency" {
+			fmt.Fprintf(stderr, "heapdel bench: --cluster measures the throughput or latency mode, not %q\n", o.mode)
+			return exitCode(2)
+		}
+		res, err := benchCluster(ctx, o)
+		if err != nil {
+			return err
+		}
+		if o.asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(res)
+		}
+		printClusterBench(stdout, res)
+		return nil
+	}
 	var res benchResult
 	var err error
 	switch o.mode {
@@ -150,39 +212,57 @@ func cmdBench(ctx context.Context, args []string, _ func(string) string, stdout,
 	return nil
 }
 
-// benchWorld is the embedded server and simulator of one bench run.
+// benchWorld is the NATS server (or cluster) and simulator of one bench run.
 type benchWorld struct {
-	dir string
-	srv *server.Server
-	sim *heaptest.Server
-	rss *rssSampler
+	dir      string
+	url      string // the client URLs, comma-separated for a cluster
+	nodes    int    // 0: one embedded server
+	shutdown func()
+	sim      *heaptest.Server
+	rss      *rssSampler
 }
 
-func newBenchWorld(opts heaptest.Options) (*benchWorld, error) {
+// newBenchWorld starts one embedded server, or with o.cluster a three-node cluster.
+func newBenchWorld(o benchOptions, opts heaptest.Options) (*benchWorld, error) {
 	dir, err := os.MkdirTemp("", "heapdel-bench-")
 	if err != nil {
 		return nil, err
 	}
-	srv, err := embedded.Start(embedded.Options{Port: -1, StoreDir: dir})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+	w := &benchWorld{dir: dir}
+	if o.cluster {
+		c, err := clustertest.New(clustertest.Options{Name: "heapdel-bench", StoreDir: dir, SyncAlways: o.syncAlways})
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("bench cluster: %w", err)
+		}
+		w.url, w.nodes, w.shutdown = c.URLs(), c.Nodes(), c.Close
+	} else {
+		srv, err := embedded.Start(embedded.Options{Port: -1, StoreDir: dir, SyncAlways: o.syncAlways})
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		w.url = srv.ClientURL()
+		w.shutdown = func() { srv.Shutdown(); srv.WaitForShutdown() }
 	}
 	opts.DiscardUsers = true
-	return &benchWorld{dir: dir, srv: srv, sim: heaptest.NewServer(opts), rss: newRSSSampler()}, nil
+	w.sim, w.rss = heaptest.NewServer(opts), newRSSSampler()
+	return w, nil
 }
 
 func (w *benchWorld) close() {
 	w.rss.stop()
 	w.sim.Close()
-	w.srv.Shutdown()
-	w.srv.WaitForShutdown()
+	w.shutdown()
 	os.RemoveAll(w.dir)
 }
 
 func (w *benchWorld) config(o benchOptions) config.Config {
 	cfg := config.Default()
-	cfg.NATSURL, cfg.DataDir = w.srv.ClientURL(), w.dir
+	cfg.NATSURL, cfg.DataDir = w.url, w.dir
+	if o.replicas > 0 {
+		cfg.StreamReplicas = o.replicas
+	}
 	cfg.HeapAppID, cfg.HeapAPIKey, cfg.HeapBaseURL = "sim-app", "sim-key", w.sim.URL
 	cfg.HeapRate, cfg.HeapBurst = 1000, 100 // the simulator is not Heap: never the bottleneck
 	cfg.BatchSize, cfg.BatchWait = o.batchSize, o.batchWait
@@ -192,8 +272,8 @@ func (w *benchWorld) config(o benchOptions) config.Config {
 }
 
 func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
-	res := benchResult{Mode: o.mode, Commands: o.count, BatchSize: o.batchSize, BatchWaitMS: ms(o.batchWait)}
-	w, err := newBenchWorld(heaptest.Options{CompleteAfter: time.Hour})
+	res := benchResult{Mode: o.mode, Commands: o.count, BatchSize: o.batchSize, BatchWaitMS: ms(o.batchWait), SyncAlways: o.syncAlways}
+	w, err := newBenchWorld(o, heaptest.Options{CompleteAfter: time.Hour})
 	if err != nil {
 		return res, err
 	}
@@ -207,8 +287,12 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 	defer svc.stop()
 	res.StartToReadyMS = ms(svc.startToReady)
 	res.ServiceProcess = svc.child != nil
+	res.ClusterNodes = w.nodes
+	if w.nodes > 0 {
+		res.StreamReplicas = cfg.StreamReplicas
+	}
 
-	nc, err := nats.Connect(w.srv.ClientURL())
+	nc, err := nats.Connect(w.url)
 	if err != nil {
 		return res, err
 	}
@@ -308,13 +392,40 @@ func benchPipeline(ctx context.Context, o benchOptions) (benchResult, error) {
 	res.LatencyMaxMS = float64(lat[len(lat)-1]) / 1e6
 
 	if o.mode == "throughput" {
-		fmt.Fprintln(o.progress, "measuring the raw JetStream baseline on the same server…")
-		res.BasePublish, res.BaseConsume, err = jetstreamBaseline(ctx, js, len(msgs[0].Data)+headerSize(msgs[0]), o.count)
+		on := "server"
+		if w.nodes > 0 {
+			on = fmt.Sprintf("cluster (R%d)", cfg.StreamReplicas)
+		}
+		fmt.Fprintf(o.progress, "measuring the raw JetStream baseline on the same %s…\n", on)
+		res.BasePublish, res.BaseConsume, err = jetstreamBaseline(ctx, js, len(msgs[0].Data)+headerSize(msgs[0]), o.count, cfg.StreamReplicas)
 		if err != nil {
 			return res, err
 		}
 		res.RatioToPublish = res.Throughput / res.BasePublish
 	}
+	return res, nil
+}
+
+// benchCluster runs the pipeline workload on a new three-node cluster with R1
+// streams, then on another with R3 streams, the same options otherwise, and returns
+// both and R3's figures over R1's. R1 runs first each time: on a machine that slows
+// down during the run, that flatters R1.
+func benchCluster(ctx context.Context, o benchOptions) (clusterBenchResult, error) {
+	var res clusterBenchResult
+	for _, run := range []struct {
+		replicas int
+		into     *benchResult
+	}{{1, &res.R1}, {3, &res.R3}} {
+		fmt.Fprintf(o.progress, "three-node cluster, HEAPDEL_STREAM_REPLICAS=%d…\n", run.replicas)
+		ro := o
+		ro.replicas = run.replicas
+		r, err := benchPipeline(ctx, ro)
+		if err != nil {
+			return res, fmt.Errorf("R%d: %w", run.replicas, err)
+		}
+		*run.into = r
+	}
+	res.Ratio = ratioOf(res.R1, res.R3)
 	return res, nil
 }
 
@@ -344,9 +455,10 @@ func headerSize(m *nats.Msg) int {
 }
 
 // jetstreamBaseline measures raw JetStream on the same server: asynchronous publish
-// of n messages of the given size, then consume-and-ack of them.
-func jetstreamBaseline(ctx context.Context, js jetstream.JetStream, size, n int) (pubRate, consumeRate float64, err error) {
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HEAPDEL_BENCH_BASELINE", Subjects: []string{"heapdel.bench.baseline"}, Storage: jetstream.FileStorage})
+// of n messages of the given size, then consume-and-ack of them, on a stream of
+// heapdel's replicas (R3 is compared with R3).
+func jetstreamBaseline(ctx context.Context, js jetstream.JetStream, size, n, replicas int) (pubRate, consumeRate float64, err error) {
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HEAPDEL_BENCH_BASELINE", Subjects: []string{"heapdel.bench.baseline"}, Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -506,6 +618,40 @@ func printBench(w io.Writer, r benchResult) {
 	row("start to ready", fmt.Sprintf("%.0f ms", r.StartToReadyMS))
 }
 
+func printClusterBench(w io.Writer, r clusterBenchResult) {
+	sync := "every 2 minutes (nats-server's default)"
+	if r.R1.SyncAlways {
+		sync = "every write (sync_interval: always)"
+	}
+	fmt.Fprintf(w, "heapdel bench --cluster (%s): %d commands, batch size %d, batch wait %s\n", r.R1.Mode, r.R1.Commands, r.R1.BatchSize, time.Duration(r.R1.BatchWaitMS*float64(time.Millisecond)))
+	fmt.Fprintf(w, "  %d in-process nats-server nodes with routes on this machine, syncing %s\n", r.R1.ClusterNodes, sync)
+	row := func(k, r1, r3, ratio string) {
+		fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %-34s %18s %18s %8s", k, r1, r3, ratio), " "))
+	}
+	f := func(format string, v float64) string { return fmt.Sprintf(format, v) }
+	row("", fmt.Sprintf("R%d", r.R1.StreamReplicas), fmt.Sprintf("R%d", r.R3.StreamReplicas), "R3/R1")
+	if r.R1.OfferedRate > 0 {
+		row("offered rate (commands/s)", strconv.Itoa(r.R1.OfferedRate), strconv.Itoa(r.R3.OfferedRate), "")
+	}
+	row("throughput (commands/s)", f("%.0f", r.R1.Throughput), f("%.0f", r.R3.Throughput), f("%.3f", r.Ratio.Throughput))
+	row("publish→submitted p50 (ms)", f("%.1f", r.R1.LatencyP50MS), f("%.1f", r.R3.LatencyP50MS), f("%.3f", r.Ratio.LatencyP50))
+	row("publish→submitted p99 (ms)", f("%.1f", r.R1.LatencyP99MS), f("%.1f", r.R3.LatencyP99MS), f("%.3f", r.Ratio.LatencyP99))
+	row("publish→submitted max (ms)", f("%.1f", r.R1.LatencyMaxMS), f("%.1f", r.R3.LatencyMaxMS), "")
+	if r.R1.BasePublish > 0 {
+		row("JetStream async publish (msgs/s)", f("%.0f", r.R1.BasePublish), f("%.0f", r.R3.BasePublish), f("%.3f", r.Ratio.BasePublish))
+		row("JetStream consume+ack (msgs/s)", f("%.0f", r.R1.BaseConsume), f("%.0f", r.R3.BaseConsume), "")
+		row("ratio to publish baseline", f("%.3f", r.R1.RatioToPublish), f("%.3f", r.R3.RatioToPublish), "")
+	}
+	row("Heap HTTP requests", strconv.Itoa(r.R1.HeapRequests), strconv.Itoa(r.R3.HeapRequests), "")
+	scope := "heapdel process"
+	if !r.R1.ServiceProcess {
+		scope = "whole bench process"
+	}
+	row("CPU s per 10,000 ("+scope+")", f("%.3f", r.R1.CPUPer10k), f("%.3f", r.R3.CPUPer10k), f("%.3f", r.Ratio.CPUPer10k))
+	row("peak RSS MiB ("+scope+")", f("%.0f", r.R1.PeakRSSMiB), f("%.0f", r.R3.PeakRSSMiB), "")
+	row("start to ready (ms)", f("%.0f", r.R1.StartToReadyMS), f("%.0f", r.R3.StartToReadyMS), "")
+}
+
 // benchRecheck fills the request bucket with pending Heap requests (known to the
 // simulator), starts the service and times one tick with none due, then one with all
 // due. It runs the configured scenario plus, by default, 1,000 requests of 1,000 users.
@@ -527,7 +673,7 @@ func benchRecheck(ctx context.Context, o benchOptions) (benchResult, error) {
 
 func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (recheckResult, error) {
 	r := recheckResult{Requests: requests, UsersEach: users}
-	w, err := newBenchWorld(heaptest.Options{NeverComplete: true})
+	w, err := newBenchWorld(o, heaptest.Options{NeverComplete: true})
 	if err != nil {
 		return r, err
 	}
@@ -539,7 +685,7 @@ func recheckScenario(ctx context.Context, o benchOptions, requests, users int) (
 	fmt.Fprintf(o.progress, "filling %d pending Heap requests of %d users…\n", requests, users)
 	began := time.Now()
 	ids := w.sim.Preload(requests, users)
-	nc, err := nats.Connect(w.srv.ClientURL())
+	nc, err := nats.Connect(w.url)
 	if err != nil {
 		return r, err
 	}
@@ -727,7 +873,7 @@ func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (
 		"HEAPDEL_HEAP_APP_ID": cfg.HeapAppID, "HEAPDEL_HEAP_API_KEY": cfg.HeapAPIKey, "HEAPDEL_HEAP_BASE_URL": cfg.HeapBaseURL,
 		"HEAPDEL_HEAP_RATE": strconv.FormatFloat(cfg.HeapRate, 'f', -1, 64), "HEAPDEL_HEAP_BURST": strconv.Itoa(cfg.HeapBurst),
 		"HEAPDEL_BATCH_SIZE": strconv.Itoa(cfg.BatchSize), "HEAPDEL_BATCH_WAIT": cfg.BatchWait.String(),
-		"HEAPDEL_HTTP_ADDR": addr, "HEAPDEL_LOG_LEVEL": "error",
+		"HEAPDEL_HTTP_ADDR": addr, "HEAPDEL_LOG_LEVEL": "error", "HEAPDEL_STREAM_REPLICAS": strconv.Itoa(cfg.StreamReplicas),
 	}
 	cmd := exec.Command(exe, "run")
 	cmd.Env = os.Environ()
@@ -747,7 +893,11 @@ func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (
 		return nil, err
 	}
 	b := &benchService{child: cmd, addr: addr}
-	deadline := time.Now().Add(30 * time.Second)
+	readyWithin := 30 * time.Second
+	if o.cluster {
+		readyWithin = 2 * time.Minute // provisioning R3 streams while the cluster elects their leaders
+	}
+	deadline := time.Now().Add(readyWithin)
 	for {
 		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
 			resp.Body.Close()
@@ -757,7 +907,7 @@ func startBenchService(ctx context.Context, cfg config.Config, o benchOptions) (
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			b.stop()
-			return nil, errors.New("the heapdel service did not become ready within 30s")
+			return nil, fmt.Errorf("the heapdel service did not become ready within %s", readyWithin)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
