@@ -4,6 +4,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/heapdel/heapdel/consumer"
@@ -176,4 +178,37 @@ func deriveHashKey(apiKey string) string {
 	m := hmac.New(sha256.New, []byte(apiKey))
 	m.Write([]byte(identityHashLabel))
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// HashKeyFromEnv reads the identity hash key as `heapdel run` would from the
+// environment: HEAPDEL_IDENTITY_HASH_KEY or _FILE, else the key derived from
+// HEAPDEL_HEAP_API_KEY or _FILE. Commands other than run that need it (`heapdel
+// redrive` without a running service) use it; the error names the variables.
+func HashKeyFromEnv(getenv func(string) string) ([]byte, error) {
+	read := func(value, fileVar string) (string, error) {
+		if value != "" {
+			return value, nil
+		}
+		path := getenv(fileVar)
+		if path == "" {
+			return "", nil
+		}
+		key, err := readKeyFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", fileVar, err)
+		}
+		return key, nil
+	}
+	key, err := read(getenv("HEAPDEL_IDENTITY_HASH_KEY"), "HEAPDEL_IDENTITY_HASH_KEY_FILE")
+	if err != nil || key != "" {
+		return []byte(key), err
+	}
+	api, err := read(getenv("HEAPDEL_HEAP_API_KEY"), "HEAPDEL_HEAP_API_KEY_FILE")
+	if err != nil {
+		return nil, err
+	}
+	if api == "" {
+		return nil, errors.New("HEAPDEL_IDENTITY_HASH_KEY (or _FILE) or HEAPDEL_HEAP_API_KEY (or _FILE): set the one heapdel run uses, to open the sealed users of failed jobs")
+	}
+	return []byte(deriveHashKey(api)), nil
 }

@@ -17,7 +17,7 @@ import (
 // named "heapdel", registered by every replica, so that `nats micro ls|info|stats
 // heapdel` find it. Its endpoints are under <prefix>.api. and share the default
 // queue group: each request is answered by one replica. Errors carry the micro
-// headers Nats-Service-Error-Code (400, 404, 500, 501) and Nats-Service-Error,
+// headers Nats-Service-Error-Code (400, 404, 500) and Nats-Service-Error,
 // and the same as a JSON body {"code": …, "error": "…"}. No reply holds an
 // identity or its hash.
 
@@ -29,7 +29,7 @@ const (
 	EndpointStatus  = "status"  // one job: StatusRequest → PublicJob
 	EndpointJobs    = "jobs"    // a page of jobs: JobsRequest → JobsReply
 	EndpointReport  = "report"  // a page of the audit report: ReportRequest → CSV or JSON Lines
-	EndpointRedrive = "redrive" // answers 501: see redriveRefusal
+	EndpointRedrive = "redrive" // redrive failed jobs: RedriveRequest → RedriveReply
 )
 
 // Page sizes of the jobs and report endpoints. A reply is also cut short to fit
@@ -45,10 +45,6 @@ const ReportNextHeader = "Heapdel-Next"
 
 // requestTimeout bounds one request's work: a page reads the whole job store.
 const requestTimeout = 30 * time.Second
-
-// redriveRefusal is why the redrive endpoint answers 501.
-const redriveRefusal = "redrive is not available: heapdel keeps only a keyed hash of each identity, never the identity Heap needs to delete, " +
-	"so it cannot submit a failed job again on its own; re-send the deletion command with the same request id (a failed job's request id is processed afresh)"
 
 // APISubject returns the subject of an endpoint of the API for a subject prefix:
 // "heap.deletion.api.status" for the defaults.
@@ -95,7 +91,7 @@ func (s *Service) startAPI(version string) (micro.Service, error) {
 		{EndpointStatus, `one job by request id: {"request_id": "…"}`, s.apiStatus},
 		{EndpointJobs, "a page of jobs sorted by request id, filtered (status, reason, older_than, breached, due_within, prefix, since, until) after a cursor", s.apiJobs},
 		{EndpointReport, "a page of the audit report of terminal jobs (csv or jsonl); the next page's cursor is in the " + ReportNextHeader + " header", s.apiReport},
-		{EndpointRedrive, "not available (501): re-send the deletion command instead", s.apiRedrive},
+		{EndpointRedrive, "redrive failed jobs (reason, since, until, request_ids; a dry run unless yes is true)", s.apiRedrive},
 	} {
 		if err := g.AddEndpoint(ep.name, ep.h, micro.WithEndpointMetadata(map[string]string{"description": ep.about})); err != nil {
 			_ = svc.Stop()
@@ -136,7 +132,7 @@ func (s *Service) apiContext() (context.Context, context.CancelFunc) {
 // apiError answers req with a micro error.
 func (s *Service) apiError(req micro.Request, code int, msg string) {
 	body, _ := json.Marshal(APIError{Code: code, Error: msg})
-	if code >= 500 && code != 501 {
+	if code >= 500 {
 		s.log.Warn().Str("subject", req.Subject()).Int("code", code).Str("error", msg).Msg("api: request failed")
 	}
 	_ = req.Error(fmt.Sprint(code), msg, body)
@@ -288,7 +284,36 @@ func (s *Service) apiReport(req micro.Request) {
 	_ = req.Respond(body.Bytes(), opts...)
 }
 
-func (s *Service) apiRedrive(req micro.Request) { s.apiError(req, 501, redriveRefusal) }
+func (s *Service) apiRedrive(req micro.Request) {
+	var r RedriveRequest
+	if len(bytes.TrimSpace(req.Data())) > 0 {
+		if err := json.Unmarshal(req.Data(), &r); err != nil {
+			s.apiError(req, 400, "the request must be a JSON object {reason, since, until, request_ids, yes, after, limit}: "+err.Error())
+			return
+		}
+	}
+	if err := r.Check(); err != nil {
+		s.apiError(req, 400, err.Error())
+		return
+	}
+	ctx, cancel := s.apiContext()
+	defer cancel()
+	reply, err := s.Redriver().Redrive(ctx, r)
+	if err != nil {
+		// Commands published before the error stay published: say which.
+		s.apiError(req, 500, fmt.Sprintf("%v (redriven before it: %d)", err, reply.Redriven))
+		return
+	}
+	if reply.Redriven > 0 && r.Yes {
+		s.log.Info().Int("redriven", reply.Redriven).Int("refused", reply.Refused).Msg("api: failed jobs redriven")
+	}
+	_ = req.RespondJSON(reply)
+}
+
+// Redriver returns a redriver of this service's jobs, with its sealing key.
+func (s *Service) Redriver() *Redriver {
+	return &Redriver{JS: s.js, Jobs: s.jobs, Prefix: s.cfg.Prefix, Sealer: s.sealer, Now: s.now}
+}
 
 // validRequestID reports whether id is 1-128 characters of [A-Za-z0-9._:-], the
 // request-id alphabet of SPEC.md.

@@ -185,10 +185,6 @@ func TestAPIReport(t *testing.T) {
 	if _, code, _ := call(t, e.nc, subj, consumer.ReportRequest{Format: "xml"}); code != "400" {
 		t.Fatalf("format xml: code %q", code)
 	}
-	data, code, _ = call(t, e.nc, consumer.APISubject("heap.deletion", consumer.EndpointRedrive), `{}`)
-	if code != "501" || !strings.Contains(string(data), "re-send") {
-		t.Fatalf("redrive: %s %s", code, data)
-	}
 }
 
 func TestAPIDiscovery(t *testing.T) {

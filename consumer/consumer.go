@@ -249,6 +249,7 @@ type Service struct {
 	m       *metrics
 	decoder *events.Decoder
 	encoder *events.Encoder
+	sealer  *Sealer
 	now     func() time.Time
 
 	jobs     jetstream.KeyValue
@@ -302,7 +303,12 @@ func New(cfg Config, nc *nats.Conn, heap Deleter, log zerolog.Logger, reg promet
 	if err != nil {
 		return nil, err
 	}
+	sealer, err := NewSealer(cfg.HashKey)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
 	s := &Service{
+		sealer:  sealer,
 		cfg:     cfg,
 		nc:      nc,
 		js:      js,

@@ -203,17 +203,18 @@ func (h *jobMaxHeap) Pop() any {
 
 // PublicJob is a job as heapdel shows it outside the job store (the API, `heapdel
 // jobs --json`, reports): the whole record except the identity hash, which stays
-// in the store for an auditor holding the hash key. Its JSON has no
-// identity_hash field.
+// in the store for an auditor holding the hash key, and the sealed user. Its JSON
+// has no identity_hash and no sealed field.
 type PublicJob struct {
 	Job
-	// IdentityHash hides the record's own in JSON: the shallower field wins.
+	// IdentityHash and Sealed hide the record's own in JSON: the shallower field wins.
 	IdentityHash *struct{} `json:"identity_hash,omitempty"`
+	Sealed       *struct{} `json:"sealed,omitempty"`
 }
 
-// Public returns j without its identity hash.
+// Public returns j without its identity hash and sealed user.
 func Public(j Job) PublicJob {
-	j.IdentityHash = ""
+	j.IdentityHash, j.Sealed = "", ""
 	return PublicJob{Job: j}
 }
 

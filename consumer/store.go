@@ -55,6 +55,12 @@ type Job struct {
 	// distributed tracing extension), copied onto every status event.
 	TraceParent string `json:"traceparent,omitempty"`
 	TraceState  string `json:"tracestate,omitempty"`
+	// Sealed is the job's user, sealed (see [Sealer]) so that a failed job can be
+	// redriven; "" once the job is complete, and for jobs from before heapdel kept it.
+	Sealed string `json:"sealed,omitempty"`
+	// Earlier is the history of the request id's earlier attempts (a retry or a
+	// redrive after failed), oldest first, each transition with its attempt.
+	Earlier []Transition `json:"earlier_attempts,omitempty"`
 }
 
 // Transition is one step of a job's history.
@@ -62,11 +68,16 @@ type Transition struct {
 	Status string    `json:"status"`
 	At     time.Time `json:"at"`
 	Note   string    `json:"note,omitempty"`
+	// Attempt is set on the transitions of [Job.Earlier] only.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 func (j *Job) terminal() bool { return j.Status == stateComplete || j.Status == stateFailed }
 
 func (j *Job) record(status string, at time.Time, note string) {
+	if status == stateComplete {
+		j.Sealed = "" // Heap has deleted the user: nothing of them is kept
+	}
 	j.Status = status
 	j.History = append(j.History, Transition{Status: status, At: at, Note: note})
 }

@@ -214,6 +214,13 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 		}
 		replace := func(attempt int) (claim, bool, error, bool) {
 			j := s.newJob(it, attempt, s.now())
+			if found && attempt > job.Attempt {
+				j.Earlier = earlierAttempts(&job)
+				j.History[0].Note = "retry"
+				if it.cmd.Source == RedriveSource {
+					j.History[0].Note = "redrive"
+				}
+			}
 			val, _ := json.Marshal(&j)
 			var nrev uint64
 			var err error
@@ -332,6 +339,7 @@ func (s *Service) newJob(it item, attempt int, now time.Time) Job {
 		Attempt:      attempt,
 		Seq:          it.seq,
 		IdentityHash: identityHash(s.cfg.HashKey, it.cmd.Identity, it.cmd.UserID),
+		Sealed:       s.sealer.Seal(it.cmd.RequestID, it.cmd.Identity, it.cmd.UserID),
 		RequestedAt:  requested.UTC(),
 		Deadline:     it.cmd.Deadline,
 		TraceParent:  it.cmd.TraceParent,
@@ -339,6 +347,18 @@ func (s *Service) newJob(it item, attempt int, now time.Time) Job {
 	}
 	j.record(stateAccepted, now, "")
 	return j
+}
+
+// earlierAttempts returns the history of j's attempts, j's own included, each
+// transition marked with its attempt: what a retry of j carries on.
+func earlierAttempts(j *Job) []Transition {
+	out := make([]Transition, 0, len(j.Earlier)+len(j.History))
+	out = append(out, j.Earlier...)
+	for _, t := range j.History {
+		t.Attempt = j.Attempt
+		out = append(out, t)
+	}
+	return out
 }
 
 // requeueEvents re-publishes the events of every transition the job has reached.

@@ -185,6 +185,10 @@ func appendStatusData(b []byte, ev *StatusEvent) []byte {
 	b = jsonx.AppendString(b, string(ev.Reason))
 	b = append(b, `,"message":`...)
 	b = jsonx.AppendString(b, ev.Message)
+	if ev.Attempt > 0 {
+		b = append(b, `,"attempt":`...)
+		b = strconv.AppendInt(b, int64(ev.Attempt), 10)
+	}
 	return append(b, '}')
 }
 
@@ -208,11 +212,12 @@ type statusData struct {
 	Deadline              *string `json:"deadline"`
 	Reason                Reason  `json:"reason"`
 	Message               string  `json:"message"`
+	Attempt               int     `json:"attempt"`
 }
 
 // DecodeStatus reads a status event of either mode from a message's headers and
-// data, and returns it with its CloudEvent id. Attempt and CommandSeq are not
-// carried by the event and are left 0; TraceParent and TraceState are set when the
+// data, and returns it with its CloudEvent id. CommandSeq is not carried by the
+// event and is left 0 (Attempt is 0 when the event has none: invalid_command); TraceParent and TraceState are set when the
 // event carries valid ones. An error means the message is not a valid
 // status event: not a CloudEvent, not of a heap.deletion.<status> type, or with data
 // that does not decode; h is not modified.
@@ -244,6 +249,7 @@ func DecodeStatus(h nats.Header, data []byte) (ev StatusEvent, eventID string, e
 		HeapDeletionRequestID: d.HeapDeletionRequestID,
 		Reason:                d.Reason,
 		Message:               d.Message,
+		Attempt:               d.Attempt,
 		Time:                  ce.Time(),
 	}
 	ev.TraceParent, ev.TraceState = traceContext(ce)

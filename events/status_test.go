@@ -73,7 +73,7 @@ func TestEncodeDecodeStatusRoundTrip(t *testing.T) {
 					t.Errorf("event id = %q, want %q", id, wantID)
 				}
 				want := tc.ev
-				want.Attempt, want.CommandSeq = 0, 0 // not carried by the event
+				want.CommandSeq = 0 // not carried by the event
 				if !statusEqual(got, want) {
 					t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 				}
@@ -110,6 +110,12 @@ func checkStatusData(t *testing.T, msg *nats.Msg, ev StatusEvent) {
 	keys := []string{"request_id", "status", "heap_deletion_request_id", "requested_at", "submitted_at", "completed_at", "reason", "message"}
 	if !ev.Deadline.IsZero() {
 		keys = append(keys, "deadline")
+	}
+	if ev.Attempt > 0 {
+		keys = append(keys, "attempt")
+		if n, _ := m["attempt"].(float64); int(n) != ev.Attempt {
+			t.Errorf("attempt = %v, want %d", m["attempt"], ev.Attempt)
+		}
 	}
 	got := slices.Sorted(func(yield func(string) bool) {
 		for k := range m {

@@ -35,6 +35,7 @@ func commands() []command {
 		{"publish", "send deletion commands", cmdPublish},
 		{"status", "show a request id's job state and history", cmdStatus},
 		{"jobs", "list jobs by status, reason, age, deadline or request-id prefix", cmdJobs},
+		{"redrive", "re-run failed jobs once the cause is fixed (a dry run without --yes)", cmdRedrive},
 		{"report", "audit export of finished jobs (CSV or JSON Lines) to stdout", cmdReport},
 		{"check", "verify configuration, NATS access and Heap credentials; deletes nothing", cmdCheck},
 		{"bench", "measure throughput, latency and recheck cost on this machine", cmdBench},
