@@ -3,10 +3,14 @@ package main
 import (
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/heapdel/heapdel/heapclient/heaptest"
 )
@@ -107,5 +111,60 @@ func TestRedriveCommand(t *testing.T) {
 		if _, _, err := runCLI(t, nenv, append([]string{"redrive"}, bad...)...); !errors.Is(err, exitCode(2)) {
 			t.Errorf("redrive %v: %v, want exit status 2", bad, err)
 		}
+	}
+}
+
+// TestPermissionsRedrive redrives without a service as a NATS user holding exactly
+// the redriver set of docs/nats-permissions.md: a dry run over every failed job and
+// a redrive by request id, with no permission violation and every permission not
+// marked situational used.
+func TestPermissionsRedrive(t *testing.T) {
+	sets := documentedPermissions(t)
+	srv, slog, users := permServer(t, map[string]*server.Permissions{
+		"heapdel": sets["heapdel"], "publisher": sets["publisher"], "redriver": sets["redriver"],
+	})
+	var blocked atomic.Bool
+	blocked.Store(true)
+	sim := heaptest.NewServer(heaptest.Options{AppID: "sim-app", APIKey: "sim-key", Rule: func(u heaptest.User) heaptest.Outcome {
+		if blocked.Load() {
+			return heaptest.OutcomeReject
+		}
+		return heaptest.OutcomeComplete
+	}})
+	defer sim.Close()
+	watch := watchStatuses(t, srv.ClientURL(), nats.UserInfo("admin", "pw-admin"))
+
+	env := baseEnv(t, "", sim.URL)
+	maps.Copy(env, users["heapdel"])
+	p := startGuarded(t, env)
+	waitReady(t, env["HEAPDEL_HTTP_ADDR"], p)
+	pub := maps.Clone(users["publisher"])
+	jobsOut(t, pub, "publish", "--request-id", "lp-redrive-1", "--identity", "someone@example.com")
+	eventuallyStatuses(t, watch, "lp-redrive-1", "failed")
+
+	blocked.Store(false)
+	renv := maps.Clone(users["redriver"])
+	renv["HEAPDEL_HEAP_API_KEY"] = env["HEAPDEL_HEAP_API_KEY"] // the key heapdel run derives its hash key from
+	if out, _ := jobsOut(t, renv, "redrive", "--direct", "--json"); !strings.Contains(out, `"lp-redrive-1"`) {
+		t.Fatalf("dry run as the redriver: %s", out)
+	}
+	jobsOut(t, renv, "redrive", "--direct", "--request-id", "lp-redrive-1", "--yes")
+	eventuallyStatuses(t, watch, "lp-redrive-1", "failed", "submitted", "processing", "complete")
+	if v := slog.violations(); len(v) > 0 {
+		t.Fatalf("redrive needed more than the documented permissions:\n%s", strings.Join(v, "\n"))
+	}
+	requireAllUsed(t, slog, "redriver", sets["redriver"])
+}
+
+// eventuallyStatuses waits until a request id's statuses, in order of first
+// appearance, are want.
+func eventuallyStatuses(t *testing.T, w *statusWatch, requestID string, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Equal(w.of(requestID), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: statuses %v, want %v", requestID, w.of(requestID), want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
