@@ -32,6 +32,8 @@ Never shows an identity nor its hash.`, stdout)
 	breached := fs.Bool("breached", false, "only jobs whose deadline was missed (completed after it, or not complete and past it)")
 	dueWithin := fs.String("due-within", "", "only jobs not complete whose deadline is within this (24h, 7d)")
 	prefix := fs.String("prefix", "", "only request ids that start with this")
+	since := fs.String("since", "", "only jobs finished (complete or failed) at or after this time (RFC 3339, or a date 2006-01-02 meaning 00:00 UTC)")
+	until := fs.String("until", "", "only jobs finished before this time (RFC 3339, or a date)")
 	after := fs.String("after", "", "the page after this request id (printed at the end of the previous page)")
 	limit := fs.Int("limit", 100, "jobs per page; 0 lists every job, streamed from the job store, unsorted")
 	asJSON := fs.Bool("json", false, "one JSON object (the job record, without identity hash) per line, for scripts")
@@ -48,6 +50,15 @@ Never shows an identity nor its hash.`, stdout)
 		DueWithin: *dueWithin, Prefix: *prefix, After: *after, Limit: *limit}
 	if *status != "" {
 		req.Status = strings.Split(*status, ",")
+	}
+	for _, t := range []struct {
+		flag, value string
+		into        *time.Time
+	}{{"--since", *since, &req.Since}, {"--until", *until, &req.Until}} {
+		if *t.into, err = parseTime(t.value); err != nil {
+			fmt.Fprintf(stderr, "heapdel jobs: %s: %v\n", t.flag, err)
+			return exitCode(2)
+		}
 	}
 	filter, err := req.Filter(time.Now())
 	if err != nil {

@@ -170,6 +170,8 @@ func TestJobsAndReportCommands(t *testing.T) {
 		{[]string{"--due-within", "7d"}, nil},
 		{[]string{"--limit", "0", "--status", "complete"}, []string{"jr-000001", "jr-000002", "jr-000003", "jr-000004", "jr-000005", "jr-late"}},
 		{[]string{"--direct", "--status", "complete,failed"}, all},
+		{[]string{"--since", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}, all},
+		{[]string{"--direct", "--since", "2020-01-01", "--until", "2020-01-02"}, nil},
 	} {
 		args := append([]string{"jobs", "--json"}, tc.args...)
 		out, _ := jobsOut(t, nenv, args...)
