@@ -67,6 +67,13 @@ func TestRedriveCommand(t *testing.T) {
 		t.Errorf("dry run summary: %s", errOut)
 	}
 
+	// The job store holds the failed job's user sealed; no command shows it.
+	for _, args := range [][]string{{"status", "--direct", "--json", "rr-bad-1"}, {"status", "--json", "rr-bad-1"}, {"jobs", "--json"}, {"jobs", "--direct", "--json"}} {
+		if out, _ := jobsOut(t, nenv, args...); strings.Contains(out, "sealed") || strings.Contains(out, "reject-me") {
+			t.Errorf("heapdel %v shows the sealed user:\n%s", args, out)
+		}
+	}
+
 	// Without a service and without the key, the command names the settings.
 	if _, errOut, err := runCLI(t, nenv, "redrive", "--direct"); err == nil || !strings.Contains(err.Error()+errOut, "HEAPDEL_IDENTITY_HASH_KEY") {
 		t.Fatalf("--direct without a key: %v %s", err, errOut)
@@ -100,6 +107,10 @@ func TestRedriveCommand(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := sim.SubmittedUsers(); n != submitted+2 {
 		t.Fatalf("Heap received %d users after the redrive, want 2", n-submitted)
+	}
+
+	if out, _ := jobsOut(t, nenv, "status", "rr-bad-1"); !strings.Contains(out, "(attempt 1)") || !strings.Contains(out, "redrive") {
+		t.Errorf("status of a redriven job does not show its earlier attempt and the redrive:\n%s", out)
 	}
 
 	// Again: nothing is failed any more.

@@ -82,6 +82,7 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 		if answered {
 			return enc.Encode(consumer.Public(job))
 		}
+		job.Sealed = "" // the sealed user is for redrive alone, never shown
 		return enc.Encode(job)
 	}
 	printJob(stdout, job)
@@ -116,6 +117,13 @@ func printJob(w io.Writer, j consumer.Job) {
 		fmt.Fprintf(w, "identity hash   %s\n", j.IdentityHash)
 	}
 	fmt.Fprintln(w, "history")
+	for _, t := range j.Earlier {
+		note := fmt.Sprintf("  (attempt %d)", t.Attempt)
+		if t.Note != "" {
+			note += " " + t.Note
+		}
+		fmt.Fprintf(w, "  %s  %-10s%s\n", ts(t.At), t.Status, note)
+	}
 	for _, t := range j.History {
 		note := ""
 		if t.Note != "" {
