@@ -159,3 +159,70 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no counter %s", name)
 	return 0
 }
+
+// TestRepublishedEventsKeepTheirOrder: the redelivery of a command whose job is
+// processing re-publishes submitted and then processing; when the first copies
+// are gone from the status stream and the submitted one is refused, processing
+// must not be stored before it, or a subscriber reading in stream order sees the
+// sequence reversed. The status stream keeps one message per subject, refusing
+// more, and its submitted subject is held by another event until the test frees it.
+func TestRepublishedEventsKeepTheirOrder(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, nil)
+	stop(t, e.replica(nil)) // provisions, then leaves the command to the next one
+	ctx := context.Background()
+	seq := e.publish(false, events.Command{RequestID: "ord-1", Identity: "ord@example.com"})[0]
+	at := time.Now().UTC().Add(-time.Minute)
+	job := consumer.Job{RequestID: "ord-1", Attempt: 1, Status: consumer.JobProcessing, Seq: seq,
+		HeapDeletionRequestID: "c93fae81-f67a-46d6-acf1-0c3ba1c3e5a6", RequestedAt: at, SubmittedAt: at,
+		History: []consumer.Transition{{Status: "accepted", At: at}, {Status: "submitted", At: at}, {Status: "processing", At: at}}}
+	kv, err := e.js.KeyValue(ctx, "HEAP_DELETION_JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	putJobs(t, kv, job)
+
+	stream, err := e.js.Stream(ctx, "HEAP_DELETION_STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	enc := events.NewEncoder(events.EncoderConfig{Prefix: "heap.deletion", Source: "test"})
+	held, err := enc.Encode(events.StatusEvent{RequestID: "ord-other", Status: events.StatusSubmitted, Attempt: 1, CommandSeq: 1, Time: at, RequestedAt: at, SubmittedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publishMsg(held)
+	probe, _ := enc.Encode(events.StatusEvent{RequestID: "ord-probe", Status: events.StatusSubmitted, Attempt: 1, CommandSeq: 2, Time: at, RequestedAt: at, SubmittedAt: at})
+	if _, err := e.js.PublishMsg(ctx, probe); err == nil {
+		info, _ := stream.Info(ctx)
+		t.Fatalf("the status stream took a second submitted event: %+v", info.Config)
+	}
+
+	e.cfg.Provision = false // provisioning would set the status stream back
+	e.replica(nil)
+	e.mu.Lock()
+	reg := e.regs[len(e.regs)-1]
+	e.mu.Unlock()
+	eventually(t, 20*time.Second, func() string {
+		if n := counter(t, reg, "heapdel_commands_redelivered_total"); n < 1 {
+			return fmt.Sprintf("the command was not given back while its submitted event was refused (events %v)", e.statuses("ord-1"))
+		}
+		return ""
+	})
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject("heap.deletion.status.submitted")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() string {
+		if got := e.statuses("ord-1"); len(got) < 2 {
+			return fmt.Sprintf("events %v", got)
+		}
+		return ""
+	})
+	if got := e.statuses("ord-1"); !slices.Equal(got, lifetime[:2]) {
+		t.Fatalf("re-published events in stream order %v, want %v", got, lifetime[:2])
+	}
+}

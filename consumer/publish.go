@@ -55,6 +55,27 @@ type publishes struct {
 	futures  []jetstream.PubAckFuture
 	statuses []events.Status
 	err      error
+	// later holds re-published events by rank in a request id's sequence
+	// (submitted, processing, then complete or failed), published by await one
+	// rank after the other: see addInOrder.
+	later [3][]events.StatusEvent
+}
+
+// addInOrder queues ev, the re-publication of an event already published once,
+// for await, which stores every submitted before any processing and those before
+// any complete or failed. Published all at once, a retried submitted could land
+// after its processing (a publish refused while the first copy is still being
+// stored, 10158 on R3), and a subscriber reading in stream order would see the
+// sequence out of order whenever the first copies were lost.
+func (p *publishes) addInOrder(ev events.StatusEvent) {
+	r := 2
+	switch ev.Status {
+	case events.StatusSubmitted:
+		r = 0
+	case events.StatusProcessing:
+		r = 1
+	}
+	p.later[r] = append(p.later[r], ev)
 }
 
 // add encodes and publishes ev asynchronously. Its Nats-Msg-Id is the event id, so a
@@ -100,6 +121,16 @@ func (p *publishes) settle(ctx context.Context, s *Service, n int) {
 // published again, with the same ids).
 func (p *publishes) await(ctx context.Context, s *Service) error {
 	p.settle(ctx, s, len(p.futures))
+	for r := range p.later {
+		if p.err != nil {
+			break // a later rank must not be stored before this one
+		}
+		for _, ev := range p.later[r] {
+			p.add(s, ev)
+		}
+		p.settle(ctx, s, len(p.futures))
+	}
+	p.later = [3][]events.StatusEvent{}
 	err := p.err
 	p.futures, p.statuses, p.err = nil, nil, nil
 	return err

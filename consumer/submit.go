@@ -366,7 +366,7 @@ func (s *Service) requeueEvents(pubs *publishes, j *Job) {
 	for _, t := range j.History {
 		switch t.Status {
 		case string(events.StatusSubmitted), stateProcessing, stateComplete, stateFailed:
-			pubs.add(s, j.event(events.Status(t.Status), t.At))
+			pubs.addInOrder(j.event(events.Status(t.Status), t.At))
 		}
 	}
 }
