@@ -84,13 +84,13 @@ const (
 func RefusalText(code string) string {
 	switch code {
 	case RefusedNoJob:
-		return "no job for this request id (never received, an invalid command, or expired after HEAPDEL_JOB_RETENTION): re-send the deletion command"
+		return "no job for this request id (never received, or expired after HEAPDEL_JOB_RETENTION): re-send the deletion command"
 	case RefusedNoMatch:
 		return "the job does not match --reason/--since/--until"
 	case RefusedNotFailed:
 		return "the job is not failed (only failed jobs are redriven; a redriven one is in progress or done)"
 	case RefusedInvalid:
-		return "the command was invalid: publish a corrected command with this request id"
+		return "the command was invalid (heapdel never had a usable user): publish a corrected command with this request id"
 	case RefusedNoSeal:
 		return "the job holds no sealed user (accepted by a heapdel that kept none): re-send the deletion command with this request id"
 	case RefusedKey:

@@ -106,12 +106,11 @@ func TestRedrive(t *testing.T) {
 
 	// A dry run says what would happen and publishes nothing.
 	dry := redrive(consumer.RedriveRequest{})
-	if want := []row{{"rd-bad-1", "", 2}, {"rd-bad-2", "", 2}}; !dry.DryRun || !slices.Equal(rows(dry), want) || dry.Redriven != 2 || dry.Refused != 0 {
+	if want := []row{{"rd-bad-1", "", 2}, {"rd-bad-2", "", 2}, {"rd-inv-1", consumer.RefusedInvalid, 0}}; !dry.DryRun || !slices.Equal(rows(dry), want) || dry.Redriven != 2 || dry.Refused != 1 {
 		t.Fatalf("dry run: %+v, want %v", dry, want)
 	}
-	// An invalid command has no job to redrive (its request id may not even be readable).
-	picked := redrive(consumer.RedriveRequest{RequestIDs: []string{"rd-ok-1", "rd-bad-1", "rd-nobody", "rd-bad-1", "rd-inv-1"}, Reason: "heap_rejected"})
-	if want := []row{{"rd-bad-1", "", 2}, {"rd-inv-1", consumer.RefusedNoJob, 0}, {"rd-nobody", consumer.RefusedNoJob, 0}, {"rd-ok-1", consumer.RefusedNoMatch, 1}}; !slices.Equal(rows(picked), want) {
+	picked := redrive(consumer.RedriveRequest{RequestIDs: []string{"rd-ok-1", "rd-bad-1", "rd-nobody", "rd-bad-1", "rd-inv-1"}})
+	if want := []row{{"rd-bad-1", "", 2}, {"rd-inv-1", consumer.RefusedInvalid, 0}, {"rd-nobody", consumer.RefusedNoJob, 0}, {"rd-ok-1", consumer.RefusedNotFailed, 1}}; !slices.Equal(rows(picked), want) {
 		t.Fatalf("by request id: %v, want %v", rows(picked), want)
 	}
 	if data, code, _ := call(t, e.nc, subj, consumer.RedriveRequest{Reason: "bored"}); code != "400" || !strings.Contains(string(data), "heap_rejected") {
@@ -124,6 +123,9 @@ func TestRedrive(t *testing.T) {
 
 	// The cause is fixed; redrive, twice at once.
 	blocked.Store(false)
+	if r := redrive(consumer.RedriveRequest{RequestIDs: []string{"rd-ok-1"}, Reason: "heap_rejected"}); !slices.Equal(rows(r), []row{{"rd-ok-1", consumer.RefusedNoMatch, 1}}) {
+		t.Fatalf("a job outside the filter: %v", rows(r))
+	}
 	first := redrive(consumer.RedriveRequest{Reason: "heap_rejected", Yes: true})
 	second := redrive(consumer.RedriveRequest{Reason: "heap_rejected", Yes: true})
 	if first.DryRun || first.Redriven != 2 || first.Refused != 0 {

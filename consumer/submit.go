@@ -71,11 +71,12 @@ func (s *Service) flush(ctx context.Context, items []item) {
 	}
 }
 
-// invalid handles a command that cannot be used. It queues failed/invalid_command
-// for a readable request id that no job and no valid command of this batch has, and
-// returns true: the message is to be terminated once the event is stored. It returns
-// false when the job store cannot be read: the command is then given back, since
-// publishing a failure for a request id that may be going well would be a lie.
+// invalid handles a command that cannot be used. For a readable request id that no
+// job and no valid command of this batch has, it records
+// a failed/invalid_command job and queues its event, and returns true: the message
+// is to be terminated once the event is stored. It returns false when the job store
+// cannot be read or written: the command is then given back, since publishing a
+// failure for a request id that may be going well would be a lie.
 func (s *Service) invalid(ctx context.Context, pubs *publishes, it item, inBatch map[string]bool) bool {
 	var inv *events.InvalidError
 	reason, reqID := "invalid", ""
@@ -87,38 +88,67 @@ func (s *Service) invalid(ctx context.Context, pubs *publishes, it item, inBatch
 		s.log.Info().Str("request_id", reqID).Str("reason", reason).Msg("invalid re-send of a request id claimed in the same batch: terminated without a status event")
 		return true
 	}
-	if reqID != "" {
-		lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if reqID == "" {
+		s.m.commands.WithLabelValues("invalid").Inc()
+		s.log.Warn().Str("reason", reason).Uint64("stream_seq", it.seq).
+			Str("error", it.err.Error()).Msg("invalid deletion command terminated")
+		return true
+	}
+	now := s.now()
+	lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The failure is recorded as the request id's job before it is announced, with
+	// compare-and-set: a valid command claiming the request id at the same moment
+	// (another batch, another replica) either finds this failed job and retries it,
+	// or has claimed first and this command announces nothing. Announcing first
+	// could publish failed for a deletion under way.
+	for range 3 {
 		job, _, found, err := s.getJob(lookup, reqID)
-		cancel()
 		if err != nil {
 			s.stalled(causeStore, err)
 			return false
 		}
-		if found {
-			// Known or in flight, whatever its state: SPEC says an invalid command
-			// for it publishes nothing.
+		if found && job.Seq != it.seq {
+			// Known or in flight: SPEC says an invalid command for it publishes nothing.
 			s.m.commands.WithLabelValues("invalid").Inc()
 			s.log.Info().Str("request_id", reqID).Str("job_status", job.Status).Str("reason", reason).Msg("invalid command for a known request id: terminated without a status event")
 			return true
 		}
-	}
-	s.m.commands.WithLabelValues("invalid").Inc()
-	s.log.Warn().Str("request_id", reqID).Str("reason", reason).Uint64("stream_seq", it.seq).
-		Str("error", it.err.Error()).Msg("invalid deletion command terminated")
-	if reqID == "" {
+		if !found {
+			j := Job{RequestID: reqID, Seq: it.seq, RequestedAt: now.UTC(), CompletedAt: now.UTC(),
+				Reason: string(events.ReasonInvalidCommand), Message: it.err.Error(),
+				TraceParent: it.cmd.TraceParent, TraceState: it.cmd.TraceState}
+			j.record(stateFailed, now, string(events.ReasonInvalidCommand))
+			val, _ := json.Marshal(&j)
+			f, err := s.putAsync(s.cfg.JobBucket, JobKey(reqID), val, 0, s.cfg.JobRetention)
+			if err == nil {
+				_, err = awaitAck(lookup, f)
+			}
+			if isConflict(err) {
+				continue // claimed meanwhile: look again
+			}
+			if err != nil {
+				s.stalled(causeStore, err)
+				return false
+			}
+		}
+		// Recorded by this command now, or by an earlier delivery of it whose event
+		// was not stored.
+		s.m.commands.WithLabelValues("invalid").Inc()
+		s.log.Warn().Str("request_id", reqID).Str("reason", reason).Uint64("stream_seq", it.seq).
+			Str("error", it.err.Error()).Msg("invalid deletion command terminated")
+		// The id depends on this message's stream sequence: a redelivery of it keeps
+		// the id, another invalid command for the request id gets its own.
+		pubs.add(s, events.StatusEvent{
+			RequestID: reqID, Status: events.StatusFailed, Attempt: 0, CommandSeq: it.seq,
+			RequestedAt: now, CompletedAt: now, Reason: events.ReasonInvalidCommand,
+			Message: it.err.Error(), Time: now,
+			TraceParent: it.cmd.TraceParent, TraceState: it.cmd.TraceState,
+		})
 		return true
 	}
-	now := s.now()
-	// The id depends on this message's stream sequence: a redelivery of it keeps the
-	// id, another invalid command for the request id gets its own.
-	pubs.add(s, events.StatusEvent{
-		RequestID: reqID, Status: events.StatusFailed, Attempt: 0, CommandSeq: it.seq,
-		RequestedAt: now, CompletedAt: now, Reason: events.ReasonInvalidCommand,
-		Message: it.err.Error(), Time: now,
-		TraceParent: it.cmd.TraceParent, TraceState: it.cmd.TraceState,
-	})
-	return true
+	s.stalled(causeStore, errors.New("the job changed repeatedly while an invalid command was recorded"))
+	return false
 }
 
 // claim creates or takes over the job of each command with compare-and-set. It

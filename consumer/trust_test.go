@@ -280,3 +280,61 @@ func TestDeletedScheduleStreamIsTakenUpAgain(t *testing.T) {
 		}
 	}
 }
+
+// An invalid command and a valid one for the same request id, taken at the same
+// moment by two replicas: a failed/invalid_command event is announced only once
+// it is the request id's job (recorded with compare-and-set), so the valid command
+// either finds that failed job and runs as its retry, or claimed first and the
+// invalid one announces nothing. Never a failed for a deletion already under way.
+func TestInvalidAndValidCommandRace(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.BatchSize, c.BatchWait = 1, 10 * time.Millisecond })
+	e.replica(nil)
+	e.replica(nil)
+	var reqIDs []string
+	for i := range 40 {
+		id := fmt.Sprintf("race-%02d", i)
+		reqIDs = append(reqIDs, id)
+		e.publishAsyncMsg(binaryMsg(`{"request_id":"` + id + `","identity":"r@example.com","user_id":3}`))
+		m, err := events.NewCommandMsg("heap.deletion.requested", events.Command{RequestID: id, Identity: id + "@example.com"}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.publishAsyncMsg(m)
+	}
+	eventually(t, 60*time.Second, func() string {
+		for _, id := range reqIDs {
+			if !slices.Contains(e.statuses(id), events.StatusComplete) {
+				return id + ": " + fmt.Sprint(e.statuses(id))
+			}
+		}
+		return ""
+	})
+	kv, err := e.js.KeyValue(context.Background(), "HEAP_DELETION_JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	announced := 0
+	for _, id := range reqIDs {
+		got := e.statuses(id)
+		if slices.Equal(got, lifetime) {
+			continue // the valid command claimed first
+		}
+		announced++
+		if want := append([]events.Status{events.StatusFailed}, lifetime...); !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v or %v", id, got, lifetime, want)
+			continue
+		}
+		entry, err := kv.Get(context.Background(), consumer.JobKey(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j consumer.Job
+		if err := json.Unmarshal(entry.Value(), &j); err != nil {
+			t.Fatal(err)
+		}
+		if j.Attempt != 1 || len(j.Earlier) != 1 || j.Earlier[0].Status != "failed" || j.Earlier[0].Note != "invalid_command" {
+			t.Errorf("%s: failed was announced, but the job does not hold it as the attempt the valid command retried: attempt %d, earlier %+v", id, j.Attempt, j.Earlier)
+		}
+	}
+	t.Logf("%d of %d request ids had their invalid command taken first", announced, len(reqIDs))
+}
