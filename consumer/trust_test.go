@@ -287,7 +287,7 @@ func TestDeletedScheduleStreamIsTakenUpAgain(t *testing.T) {
 // either finds that failed job and runs as its retry, or claimed first and the
 // invalid one announces nothing. Never a failed for a deletion already under way.
 func TestInvalidAndValidCommandRace(t *testing.T) {
-	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.BatchSize, c.BatchWait = 1, 10 * time.Millisecond })
+	e := newEnv(t, heaptest.Options{}, func(c *consumer.Config) { c.BatchSize, c.BatchWait = 1, 10*time.Millisecond })
 	e.replica(nil)
 	e.replica(nil)
 	var reqIDs []string
