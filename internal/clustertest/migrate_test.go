@@ -7,7 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,12 +52,16 @@ var heapdelStreams = []string{
 //  2. The embedded server stops; a plain nats-server serves its store directory
 //     (`nats-server --jetstream --store_dir "$HEAPDEL_DATA_DIR"`).
 //  3. Each of the five streams is backed up from it and restored onto the cluster
-//     with three replicas, through JetStream's snapshot and restore API: the calls
-//     `nats stream backup` and `nats stream restore --replicas 3` make (the nats
-//     CLI itself does not run here).
+//     with three replicas. Where the nats CLI is installed (.ci/run installs it),
+//     the test runs the page's own commands: `stream ls --all`, the counts from
+//     `stream info --json`, `stream backup`, `stream restore --replicas 3`, and on
+//     a failed restore what the page says to do. Without it, the test makes the
+//     JetStream snapshot and restore calls those commands make, so the procedure
+//     is still proved; the log says which path ran.
 //  4. Every stream on the cluster has three current replicas and the same
 //     messages, sequences and consumers as on the old server; both buckets hold the
-//     same keys, values and revisions.
+//     same keys, values and revisions. With the CLI, the page's counts after the
+//     restore equal those before, and `stream report` runs.
 //  5. heapdel started against the cluster (HEAPDEL_STREAM_REPLICAS=3) completes
 //     every job, old and queued, and no user reaches Heap twice.
 func TestMigrateEmbeddedToCluster(t *testing.T) {
@@ -139,11 +147,32 @@ func TestMigrateEmbeddedToCluster(t *testing.T) {
 	// 3. Back up each stream from the old store, restore it on the cluster with R3.
 	c := clustertest.Start(t, clustertest.Options{})
 	dst := connectTo(t, c.URLs())
-	for _, name := range heapdelStreams {
-		req, data := backupStream(t, src, name)
-		req.Config.Replicas = 3
-		si := restoreStream(t, dst, req, data)
-		t.Logf("%s: %d messages, %d bytes of snapshot, restored with %d replicas", name, si.State.Msgs, len(data), si.Config.Replicas)
+	cli := findNatsCLI(t)
+	var countsBefore map[string]string
+	if cli != nil {
+		t.Logf("moving the streams with the nats CLI (%s), running the commands of docs/nats-cluster.md", cli.path)
+		cli.checkStreamList(t, plain.ClientURL())
+		countsBefore = cli.counts(t, plain.ClientURL())
+		for _, name := range heapdelStreams {
+			// The schedule is live on the plain server too: it adds recheck ticks.
+			if want := countsLine(before[name].StreamInfo); name != "HEAP_DELETION_SCHEDULE" && countsBefore[name] != want {
+				t.Fatalf("the counts of the page for %s are %s; the server says %s", name, countsBefore[name], want)
+			}
+			cli.backup(t, plain.ClientURL(), name)
+		}
+		// c.URLs() lists the three nodes; the client picks one at random per
+		// command, as a port-forward to the client service picks a pod.
+		for _, name := range heapdelStreams {
+			cli.restore(t, c.URLs(), name, before[name].State.Msgs)
+		}
+	} else {
+		t.Log("the nats CLI is not installed (go install github.com/nats-io/natscli/nats@v0.5.0): moving the streams through the JetStream API calls its stream backup and restore make")
+		for _, name := range heapdelStreams {
+			req, data := backupStream(t, src, name)
+			req.Config.Replicas = 3
+			si := restoreStream(t, dst, req, data)
+			t.Logf("%s: %d messages, %d bytes of snapshot, restored with %d replicas", name, si.State.Msgs, len(data), si.Config.Replicas)
+		}
 	}
 
 	// 4. The same state on the cluster, three current copies of each stream.
@@ -190,6 +219,21 @@ func TestMigrateEmbeddedToCluster(t *testing.T) {
 	}
 	if len(requestsBefore) == 0 {
 		t.Error("no Heap request was followed on the old store: the test moved none")
+	}
+	if cli != nil {
+		// Step 5 of the page: the counts must be equal but for the schedule, and
+		// the report runs.
+		countsAfter := cli.counts(t, c.URLs())
+		for _, name := range heapdelStreams {
+			if name != "HEAP_DELETION_SCHEDULE" && countsAfter[name] != countsBefore[name] {
+				t.Errorf("the page's counts differ: %s before, %s after", countsBefore[name], countsAfter[name])
+			}
+		}
+		report, err := cli.run(c.URLs(), "stream", "report")
+		if err != nil {
+			t.Error(err)
+		}
+		t.Logf("nats stream report:\n%s", report)
 	}
 	t.Logf("moved %d queued commands, %d jobs, %d entries of followed Heap requests", after["HEAP_DELETION"].State.Msgs, len(jobsBefore), len(requestsBefore))
 	if t.Failed() {
@@ -514,4 +558,196 @@ func restoreStream(t *testing.T, nc *nats.Conn, req server.JSApiStreamRestoreReq
 		t.Fatalf("restore %s: no stream info in the answer", name)
 	}
 	return *done.StreamInfo
+}
+
+// natsCLI runs the nats CLI (github.com/nats-io/natscli) as an operator following
+// docs/nats-cluster.md would, from a directory that is also its HOME, so that no
+// context or setting of the machine's user applies.
+type natsCLI struct {
+	path string
+	dir  string
+}
+
+// findNatsCLI returns the nats CLI from $NATS_CLI, the PATH or $(go env
+// GOPATH)/bin, as cmd/heapdel's natsCLI does, or nil where it is not installed.
+func findNatsCLI(t *testing.T) *natsCLI {
+	t.Helper()
+	path := os.Getenv("NATS_CLI")
+	if path == "" {
+		path, _ = exec.LookPath("nats")
+	}
+	if path == "" {
+		if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+			p := filepath.Join(strings.TrimSpace(string(out)), "bin", "nats")
+			if _, err := os.Stat(p); err == nil {
+				path = p
+			}
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	return &natsCLI{path: path, dir: t.TempDir()}
+}
+
+// run runs `nats -s url --no-context args...` and returns its standard output; on
+// failure the error holds both outputs. The NATS_ variables of the environment
+// (a user, credentials) are left out: the servers here have no authentication.
+func (c *natsCLI) run(url string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.path, append([]string{"-s", url, "--no-context"}, args...)...)
+	cmd.Dir = c.dir
+	cmd.Env = []string{"HOME=" + c.dir}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "NATS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("nats %s: %w\n%s%s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.String(), nil
+}
+
+// checkStreamList runs step 2's `nats stream ls --all`, which must list the five
+// streams (without --all it leaves out the buckets' KV_ streams) and no
+// HEAP_DELETION_MIGRATION.
+func (c *natsCLI) checkStreamList(t *testing.T, url string) {
+	t.Helper()
+	out, err := c.run(url, "stream", "ls", "--all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range heapdelStreams {
+		if !strings.Contains(out, " "+name+" ") {
+			t.Errorf("nats stream ls --all does not list %s:\n%s", name, out)
+		}
+	}
+	if strings.Contains(out, "HEAP_DELETION_MIGRATION") {
+		t.Errorf("nats stream ls --all lists an interrupted upgrade:\n%s", out)
+	}
+}
+
+// counts returns, by stream, the line that the loop of steps 3 and 5 prints:
+// `nats stream info "$s" --json | jq -c '{stream: .config.name, messages:
+// .state.messages, first: .state.first_seq, last: .state.last_seq, subjects:
+// .state.num_subjects}'`. A field missing from the CLI's JSON, which jq would
+// print as null and so compare equal before and after, fails the test.
+func (c *natsCLI) counts(t *testing.T, url string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, name := range heapdelStreams {
+		js, err := c.run(url, "stream", "info", name, "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info struct {
+			Config struct {
+				Name *string `json:"name"`
+			} `json:"config"`
+			State struct {
+				Messages    *uint64 `json:"messages"`
+				FirstSeq    *uint64 `json:"first_seq"`
+				LastSeq     *uint64 `json:"last_seq"`
+				NumSubjects *uint64 `json:"num_subjects"`
+			} `json:"state"`
+		}
+		if err := json.Unmarshal([]byte(js), &info); err != nil {
+			t.Fatalf("nats stream info %s --json: %v\n%s", name, err, js)
+		}
+		if info.Config.Name == nil || info.State.Messages == nil || info.State.FirstSeq == nil || info.State.LastSeq == nil || info.State.NumSubjects == nil {
+			t.Fatalf("nats stream info %s --json lacks a field the page's jq line reads:\n%s", name, js)
+		}
+		line, err := json.Marshal(struct {
+			Stream   string `json:"stream"`
+			Messages uint64 `json:"messages"`
+			First    uint64 `json:"first"`
+			Last     uint64 `json:"last"`
+			Subjects uint64 `json:"subjects"`
+		}{*info.Config.Name, *info.State.Messages, *info.State.FirstSeq, *info.State.LastSeq, *info.State.NumSubjects})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = string(line)
+	}
+	return out
+}
+
+// countsLine is the line of [natsCLI.counts] for the stream info the server gives.
+func countsLine(si server.StreamInfo) string {
+	return fmt.Sprintf(`{"stream":%q,"messages":%d,"first":%d,"last":%d,"subjects":%d}`,
+		si.Config.Name, si.State.Msgs, si.State.FirstSeq, si.State.LastSeq, si.State.NumSubjects)
+}
+
+// backup runs step 3's `nats stream backup "$s" "backup/$s" --no-progress`.
+func (c *natsCLI) backup(t *testing.T, url, name string) {
+	t.Helper()
+	if out, err := c.run(url, "stream", "backup", name, "backup/"+name, "--no-progress"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// restore runs step 4's `nats stream restore "backup/$s" --replicas 3
+// --no-progress`. When it fails, it does what the page then tells the operator:
+// look at the stream with `nats stream info <stream> --no-select`; restore again
+// if it does not exist; remove it (`nats stream rm <stream> -f`) and restore again
+// if it holds fewer than counted messages; and stop there if it holds them all.
+func (c *natsCLI) restore(t *testing.T, url, name string, counted uint64) {
+	t.Helper()
+	const attempts = 4
+	for attempt := 1; ; attempt++ {
+		out, err := c.run(url, "stream", "restore", "backup/"+name, "--replicas", "3", "--no-progress")
+		if err == nil {
+			if !strings.Contains(out, fmt.Sprintf("Restored stream %q", name)) {
+				t.Fatalf("nats stream restore backup/%s succeeded without saying so:\n%s", name, out)
+			}
+			return
+		}
+		if attempt == attempts {
+			t.Fatalf("restore %s failed %d times, the last: %v", name, attempts, err)
+		}
+		msgs, exists := c.look(t, url, name)
+		switch {
+		case !exists:
+			t.Logf("restore %s failed (%v); the stream does not exist; restoring again", name, err)
+		case msgs < counted:
+			t.Logf("restore %s failed (%v); the stream exists with %d of %d messages; removing it and restoring again", name, err, msgs, counted)
+			if out, err := c.run(url, "stream", "rm", name, "-f"); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		default:
+			t.Logf("restore %s failed (%v), but the stream exists with its %d messages", name, err, counted)
+			return
+		}
+	}
+}
+
+// look runs `nats stream info <stream> --no-select --json` until it answers, for
+// at most 30s, and returns the stream's message count and whether it exists. A
+// stream the server does not know is one the CLI cannot pick: without a terminal
+// it says so ("could not pick a Stream"), at a terminal "unknown stream".
+func (c *natsCLI) look(t *testing.T, url, name string) (msgs uint64, exists bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := c.run(url, "stream", "info", name, "--no-select", "--json")
+		if err == nil {
+			var info server.StreamInfo
+			if err := json.Unmarshal([]byte(out), &info); err != nil {
+				t.Fatalf("nats stream info %s: %v\n%s", name, err, out)
+			}
+			return info.State.Msgs, true
+		}
+		if strings.Contains(err.Error(), "could not pick a Stream") {
+			return 0, false
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("could not look at %s after a failed restore: %v", name, err)
+		}
+		t.Logf("nats stream info %s: %v; looking again", name, err)
+		time.Sleep(time.Second)
+	}
 }
