@@ -48,8 +48,8 @@ func TestNatsCLIFindsTheService(t *testing.T) {
 	jobsOut(t, nenv, "publish", "--request-id", "cli-1", "--identity", "cli-person@example.com")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, _, err := runCLI(t, nenv, "status", "cli-1")
-		if err == nil && strings.Contains(out, "complete") {
+		out, _, err := runCLI(t, nenv, "status", "--json", "cli-1")
+		if err == nil && strings.Contains(out, `"status": "complete"`) {
 			break
 		}
 		if time.Now().After(deadline) {
