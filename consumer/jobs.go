@@ -122,7 +122,7 @@ func ListJobs(ctx context.Context, kv jetstream.KeyValue, f JobFilter, fn func(J
 	if err != nil {
 		return fmt.Errorf("read jobs: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	for {
 		select {
 		case <-ctx.Done():

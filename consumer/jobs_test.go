@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/heapdel/heapdel/consumer"
 	"github.com/heapdel/heapdel/internal/embedded"
@@ -355,4 +356,55 @@ func BenchmarkJobs(b *testing.B) {
 			_ = w.Flush()
 		}
 	})
+}
+
+// A listing that stops early (ErrStop, an error from fn, the context ended) leaves
+// no goroutine behind: a key-value watch that nobody reads any more blocks its
+// delivery goroutine on the full updates channel for as long as the process lives
+// (the randomized fault test's leak check found one after a reconciliation was cut
+// short at Close).
+func TestListJobsStoppedEarlyLeavesNoGoroutine(t *testing.T) {
+	srv := natsServer(t, t.TempDir())
+	nc := connect(t, srv)
+	ctx := context.Background()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "LEAK_JOBS"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 600 { // more than the watch's channel holds
+		j := consumer.Job{RequestID: fmt.Sprintf("leak-%03d", i), Status: consumer.JobComplete}
+		b, _ := json.Marshal(j)
+		if _, err := kv.Put(ctx, consumer.JobKey(j.RequestID), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := goleak.IgnoreCurrent()
+	// fn is slow, as a caller writing each job to a slow reader is: meanwhile the
+	// watch fills its channel and its delivery blocks.
+	slowStop := func(consumer.Job) error {
+		time.Sleep(300 * time.Millisecond)
+		return consumer.ErrStop
+	}
+	if err := consumer.ListJobs(ctx, kv, consumer.JobFilter{}, slowStop); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	n := 0
+	err = consumer.ListJobs(cctx, kv, consumer.JobFilter{}, func(consumer.Job) error {
+		if n++; n == 1 {
+			time.Sleep(300 * time.Millisecond)
+			cancel()
+		}
+		return nil
+	})
+	if err == nil {
+		t.Fatal("a listing whose context ended returned no error")
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("a listing stopped early left goroutines behind: %v", err)
+	}
 }

@@ -197,7 +197,7 @@ func (s *Service) watchIndex(ctx context.Context, loaded func()) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", s.cfg.RequestBucket, err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	fresh, freshWaiting := map[string]indexEntry{}, map[string]waitEntry{}
 	initial := true
 	for {

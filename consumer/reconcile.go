@@ -107,7 +107,12 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("read jobs: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			stopWatch(w)
+		}
+	}()
 	// Only what may need repair is kept, and only its names: the job store may
 	// hold hundreds of thousands of jobs.
 	unfollowed := map[string][]string{} // Heap request id → request ids of its processing jobs
@@ -145,7 +150,8 @@ read:
 			}
 		}
 	}
-	_ = w.Stop()
+	stopWatch(w)
+	stopped = true
 	for heapID, jobs := range unfollowed {
 		ok, err := s.refollow(ctx, heapID, jobs)
 		if err != nil {

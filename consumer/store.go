@@ -141,6 +141,18 @@ func identityHash(key []byte, identity string, userID uint64) string {
 	return hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
+// stopWatch stops a key-value watch that nobody reads any more. nats.go's watch
+// delivers into a channel of 256 and blocks when it is full (by design), so a
+// watch left with a full channel would keep its delivery goroutine for as long as
+// the process lives; the channel is drained until the watch closes it.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	go func() {
+		for range w.Updates() {
+		}
+	}()
+}
+
 // putAsync writes value under key in bucket, expecting the key's last revision to be
 // rev (0: absent). ttl > 0 makes the entry expire. The write goes straight to the
 // bucket's stream so that a batch's thousands of writes travel together.
