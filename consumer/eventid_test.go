@@ -258,7 +258,9 @@ func TestRepublishedEventsKeepTheirOrder(t *testing.T) {
 		}
 		return ""
 	})
-	if got := e.statuses("ord-1"); !slices.Equal(got, lifetime[:2]) {
-		t.Fatalf("re-published events in stream order %v, want %v", got, lifetime[:2])
+	// Only the first two: the made-up Heap request may meanwhile be found unknown
+	// to Heap (two 404s) and fail, which is not what this test is about.
+	if got := e.statuses("ord-1"); !slices.Equal(got[:2], lifetime[:2]) {
+		t.Fatalf("re-published events in stream order %v, want %v first", got, lifetime[:2])
 	}
 }
