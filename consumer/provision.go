@@ -127,9 +127,13 @@ func (s *Service) streamConfigs() []jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		MaxAge:      c.StatusMaxAge,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  statusDuplicates,
 	}}
 }
+
+// statusDuplicates is the status stream's duplicate window: a status event
+// published again within it (the same Nats-Msg-Id) is stored once.
+const statusDuplicates = 2 * time.Minute
 
 func (s *Service) bucketConfigs() []jetstream.KeyValueConfig {
 	c := s.cfg

@@ -287,6 +287,14 @@ func (s *Service) reclaim(ctx context.Context, it item, pubs *publishes) (c clai
 			return claim{}, true, nil
 		case job.Status == stateFailed:
 			// A new command for a failed request id is a retry, processed afresh.
+			// An invalid command's failure recorded moments ago may not be
+			// announced yet (its replica publishes it right after recording it):
+			// it is announced here first, with its own id, so that this retry's
+			// events never come before it. Within the status stream's duplicate
+			// window the second copy is dropped.
+			if job.Reason == string(events.ReasonInvalidCommand) && s.now().Sub(job.CompletedAt) < statusDuplicates {
+				pubs.addInOrder(job.event(events.StatusFailed, job.CompletedAt))
+			}
 			if c, done, err, ok := replace(job.Attempt + 1); ok {
 				return c, done, err
 			}

@@ -338,3 +338,30 @@ func TestInvalidAndValidCommandRace(t *testing.T) {
 	}
 	t.Logf("%d of %d request ids had their invalid command taken first", announced, len(reqIDs))
 }
+
+// A valid command retrying an invalid command's failed job that is recorded but not
+// yet announced (the invalid command's replica is a moment behind) announces that
+// failure first, with its own id: the retry's events never come before it.
+func TestRetryOfAFreshInvalidFailureComesAfterIt(t *testing.T) {
+	e := newEnv(t, heaptest.Options{}, nil)
+	e.replica(nil)
+	kv, err := e.js.KeyValue(context.Background(), "HEAP_DELETION_JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	putJobs(t, kv, consumer.Job{RequestID: "fresh-inv-1", Seq: 999, Status: consumer.JobFailed,
+		Reason: "invalid_command", Message: "the command has no identity", RequestedAt: now, CompletedAt: now,
+		History: []consumer.Transition{{Status: "failed", At: now, Note: "invalid_command"}}})
+	e.publish(false, events.Command{RequestID: "fresh-inv-1", Identity: "fresh@example.com"})
+	want := append([]events.Status{events.StatusFailed}, lifetime...)
+	eventually(t, 20*time.Second, func() string {
+		if got := e.statuses("fresh-inv-1"); !slices.Equal(got, want) {
+			return fmt.Sprintf("events %v, want %v", got, want)
+		}
+		return ""
+	})
+	if _, ok := e.eventIDs("fresh-inv-1")[events.EventID("fresh-inv-1", 999, 0, events.StatusFailed)]; !ok {
+		t.Fatal("the failure was announced with another id than the invalid command's own")
+	}
+}
