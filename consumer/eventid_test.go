@@ -73,7 +73,7 @@ func TestInvalidCommandsForOneRequestID(t *testing.T) {
 	a := e.publishMsg(binaryMsg(`{"request_id":"inv-1"}`))
 	e.publishMsg(binaryMsg(`{"request_id":"inv-1","identity":5}`))
 	eventually(t, 10*time.Second, func() string {
-		if n := counterWith(t, e, "heapdel_commands_total", "invalid"); n < 2 {
+		if n := e.commands("invalid"); n < 2 {
 			return fmt.Sprintf("%v invalid commands handled, want 2", n)
 		}
 		return ""
@@ -92,29 +92,15 @@ func TestInvalidCommandsForOneRequestID(t *testing.T) {
 	})
 }
 
-// counterWith returns the sum over the replicas of a counter's series whose one
-// label has value.
-func counterWith(t *testing.T, e *env, name, value string) float64 {
-	t.Helper()
-	e.mu.Lock()
-	regs := slices.Clone(e.regs)
-	e.mu.Unlock()
+// commands sums heapdel_commands_total{outcome} over the replicas.
+func (e *env) commands(outcome string) float64 {
 	sum := 0.0
-	for _, reg := range regs {
-		mfs, err := reg.Gather()
+	for _, reg := range e.registries() {
+		got, err := gauges(reg)
 		if err != nil {
-			t.Fatal(err)
+			e.t.Fatal(err)
 		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
+		sum += got["heapdel_commands_total/"+outcome]
 	}
 	return sum
 }

@@ -147,55 +147,53 @@ func (d *Redriver) Redrive(ctx context.Context, req RedriveRequest) (RedriveRepl
 		now = d.Now
 	}
 	f := JobFilter{Reason: req.Reason, Since: req.Since, Until: req.Until, Now: now()}
-	var jobs []Job
-	if len(req.RequestIDs) > 0 {
-		ids := slices.Clone(req.RequestIDs)
-		slices.Sort(ids)
-		for _, id := range slices.Compact(ids) {
-			j, err := d.job(ctx, id)
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				reply.add(RedriveItem{RequestID: id, Refused: RefusedNoJob})
-				continue
+	// Jobs are handled in request-id order, so the reply is sorted as it grows.
+	redrive := func(j Job) error {
+		item, cmd, ok := d.decide(j)
+		if ok && req.Yes {
+			if err := d.publish(ctx, j, cmd); err != nil {
+				return fmt.Errorf("redrive %s: %w", j.RequestID, err)
 			}
-			if err != nil {
-				return reply, err
-			}
-			if !f.Match(j) {
-				reply.add(RedriveItem{RequestID: id, Reason: j.Reason, FailedAt: j.CompletedAt, Attempt: j.Attempt, Status: j.Status,
-					Refused: RefusedNoMatch})
-				continue
-			}
-			jobs = append(jobs, j)
 		}
-	} else {
+		reply.add(item)
+		return nil
+	}
+	if len(req.RequestIDs) == 0 {
 		limit := req.Limit
 		if limit == 0 {
 			limit = MaxRedrivePage
 		}
 		f.Status, f.After = []string{stateFailed}, req.After
-		var err error
-		if jobs, reply.Next, err = JobPage(ctx, d.Jobs, f, limit); err != nil {
+		jobs, next, err := JobPage(ctx, d.Jobs, f, limit)
+		if err != nil {
 			return reply, err
 		}
-	}
-	for _, j := range jobs {
-		item, cmd, ok := d.decide(j)
-		if ok && req.Yes {
-			if err := d.publish(ctx, j, cmd); err != nil {
-				return reply, fmt.Errorf("redrive %s: %w", j.RequestID, err)
+		reply.Next = next
+		for _, j := range jobs {
+			if err := redrive(j); err != nil {
+				return reply, err
 			}
 		}
-		reply.add(item)
+		return reply, nil
 	}
-	slices.SortFunc(reply.Jobs, func(a, b RedriveItem) int {
+	ids := slices.Clone(req.RequestIDs)
+	slices.Sort(ids)
+	for _, id := range slices.Compact(ids) {
+		j, err := d.job(ctx, id)
 		switch {
-		case a.RequestID < b.RequestID:
-			return -1
-		case a.RequestID > b.RequestID:
-			return 1
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			reply.add(RedriveItem{RequestID: id, Refused: RefusedNoJob})
+		case err != nil:
+			return reply, err
+		case !f.Match(j):
+			reply.add(RedriveItem{RequestID: id, Reason: j.Reason, FailedAt: j.CompletedAt, Attempt: j.Attempt, Status: j.Status,
+				Refused: RefusedNoMatch})
+		default:
+			if err := redrive(j); err != nil {
+				return reply, err
+			}
 		}
-		return 0
-	})
+	}
 	return reply, nil
 }
 

@@ -51,14 +51,9 @@ Never shows an identity nor its hash.`, stdout)
 	if *status != "" {
 		req.Status = strings.Split(*status, ",")
 	}
-	for _, t := range []struct {
-		flag, value string
-		into        *time.Time
-	}{{"--since", *since, &req.Since}, {"--until", *until, &req.Until}} {
-		if *t.into, err = parseTime(t.value); err != nil {
-			fmt.Fprintf(stderr, "heapdel jobs: %s: %v\n", t.flag, err)
-			return exitCode(2)
-		}
+	if req.Since, req.Until, err = parseWindow(*since, *until); err != nil {
+		fmt.Fprintf(stderr, "heapdel jobs: %v\n", err)
+		return exitCode(2)
 	}
 	filter, err := req.Filter(time.Now())
 	if err != nil {

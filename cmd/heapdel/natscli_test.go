@@ -4,33 +4,23 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/heapdel/heapdel/heapclient/heaptest"
+	"github.com/heapdel/heapdel/internal/testkit"
 )
 
-// natsCLI returns the path of the nats CLI (github.com/nats-io/natscli), from
-// $NATS_CLI, the PATH or $(go env GOPATH)/bin; .ci/run installs it. The test that
-// uses it is skipped, saying how to install it, where it is missing.
+// natsCLI returns the path of the nats CLI; the test that uses it is skipped,
+// saying how to install it, where it is missing.
 func natsCLI(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("NATS_CLI"); p != "" {
-		return p
+	p := testkit.NatsCLI()
+	if p == "" {
+		t.Skip("the nats CLI is not installed: go install github.com/nats-io/natscli/nats@v0.5.0 (.ci/run does)")
 	}
-	if p, err := exec.LookPath("nats"); err == nil {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "nats")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("the nats CLI is not installed: go install github.com/nats-io/natscli/nats@v0.5.0 (.ci/run does)")
-	return ""
+	return p
 }
 
 // TestNatsCLIFindsTheService: the request-reply API of `heapdel run` is what the

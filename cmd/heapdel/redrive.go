@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -60,14 +61,9 @@ Never shows an identity.`, stdout)
 		return exitCode(2)
 	}
 	req := consumer.RedriveRequest{Reason: *reason, RequestIDs: reqIDs, Yes: *yes}
-	for _, t := range []struct {
-		flag, value string
-		into        *time.Time
-	}{{"--since", *since, &req.Since}, {"--until", *until, &req.Until}} {
-		if *t.into, err = parseTime(t.value); err != nil {
-			fmt.Fprintf(stderr, "heapdel redrive: %s: %v\n", t.flag, err)
-			return exitCode(2)
-		}
+	if req.Since, req.Until, err = parseWindow(*since, *until); err != nil {
+		fmt.Fprintf(stderr, "heapdel redrive: %v\n", err)
+		return exitCode(2)
 	}
 	if err := req.Check(); err != nil {
 		fmt.Fprintln(stderr, "heapdel redrive:", err)
@@ -128,13 +124,7 @@ Never shows an identity.`, stdout)
 	if err := bw.Flush(); err != nil {
 		return err
 	}
-	for _, code := range slices.Sorted(func(yield func(string) bool) {
-		for c := range refusals {
-			if !yield(c) {
-				return
-			}
-		}
-	}) {
+	for _, code := range slices.Sorted(maps.Keys(refusals)) {
 		fmt.Fprintf(stderr, "refused %s: %s\n", code, consumer.RefusalText(code))
 	}
 	switch {

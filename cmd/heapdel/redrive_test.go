@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"maps"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -151,7 +150,7 @@ func TestPermissionsRedrive(t *testing.T) {
 	waitReady(t, env["HEAPDEL_HTTP_ADDR"], p)
 	pub := maps.Clone(users["publisher"])
 	jobsOut(t, pub, "publish", "--request-id", "lp-redrive-1", "--identity", "someone@example.com")
-	eventuallyStatuses(t, watch, "lp-redrive-1", "failed")
+	watch.wait(t, "lp-redrive-1", []string{"failed"}, p)
 
 	blocked.Store(false)
 	renv := maps.Clone(users["redriver"])
@@ -160,22 +159,9 @@ func TestPermissionsRedrive(t *testing.T) {
 		t.Fatalf("dry run as the redriver: %s", out)
 	}
 	jobsOut(t, renv, "redrive", "--direct", "--request-id", "lp-redrive-1", "--yes")
-	eventuallyStatuses(t, watch, "lp-redrive-1", "failed", "submitted", "processing", "complete")
+	watch.wait(t, "lp-redrive-1", []string{"failed", "submitted", "processing", "complete"}, p)
 	if v := slog.violations(); len(v) > 0 {
 		t.Fatalf("redrive needed more than the documented permissions:\n%s", strings.Join(v, "\n"))
 	}
 	requireAllUsed(t, slog, "redriver", sets["redriver"])
-}
-
-// eventuallyStatuses waits until a request id's statuses, in order of first
-// appearance, are want.
-func eventuallyStatuses(t *testing.T, w *statusWatch, requestID string, want ...string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !slices.Equal(w.of(requestID), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: statuses %v, want %v", requestID, w.of(requestID), want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

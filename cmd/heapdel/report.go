@@ -34,14 +34,9 @@ the report before, or keep the status stream as the long-term record.`, stdout)
 		return exitCode(2)
 	}
 	f := consumer.JobFilter{Status: consumer.TerminalStates(), Now: time.Now()}
-	for _, t := range []struct {
-		flag, value string
-		into        *time.Time
-	}{{"--since", *since, &f.Since}, {"--until", *until, &f.Until}} {
-		if *t.into, err = parseTime(t.value); err != nil {
-			fmt.Fprintf(stderr, "heapdel report: %s: %v\n", t.flag, err)
-			return exitCode(2)
-		}
+	if f.Since, f.Until, err = parseWindow(*since, *until); err != nil {
+		fmt.Fprintf(stderr, "heapdel report: %v\n", err)
+		return exitCode(2)
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		fmt.Fprintln(stderr, "heapdel report: --until must be after --since")
@@ -78,6 +73,18 @@ the report before, or keep the status stream as the long-term record.`, stdout)
 	}
 	fmt.Fprintf(stderr, "heapdel report: %d finished jobs (jobs expire HEAPDEL_JOB_RETENTION after they end)\n", rows)
 	return nil
+}
+
+// parseWindow reads the --since and --until of a command (see parseTime); the
+// error names the flag.
+func parseWindow(since, until string) (from, to time.Time, err error) {
+	if from, err = parseTime(since); err != nil {
+		return from, to, fmt.Errorf("--since: %w", err)
+	}
+	if to, err = parseTime(until); err != nil {
+		return from, to, fmt.Errorf("--until: %w", err)
+	}
+	return from, to, nil
 }
 
 // parseTime reads an RFC 3339 time or a date (midnight UTC); "" is the zero time.

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -572,18 +571,7 @@ type natsCLI struct {
 // GOPATH)/bin, as cmd/heapdel's natsCLI does, or nil where it is not installed.
 func findNatsCLI(t *testing.T) *natsCLI {
 	t.Helper()
-	path := os.Getenv("NATS_CLI")
-	if path == "" {
-		path, _ = exec.LookPath("nats")
-	}
-	if path == "" {
-		if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-			p := filepath.Join(strings.TrimSpace(string(out)), "bin", "nats")
-			if _, err := os.Stat(p); err == nil {
-				path = p
-			}
-		}
-	}
+	path := testkit.NatsCLI()
 	if path == "" {
 		return nil
 	}
