@@ -23,7 +23,7 @@ func TestRedrive(t *testing.T) {
 	var blocked atomic.Bool
 	blocked.Store(true)
 	rule := func(u heaptest.User) heaptest.Outcome {
-		if blocked.Load() && (strings.HasPrefix(u.Identity, "blocked-") || u.UserID == "4242") {
+		if blocked.Load() && (strings.HasPrefix(u.Identity, "blocked-") || u.UserID == "987654321987") {
 			return heaptest.OutcomeReject
 		}
 		return heaptest.OutcomeComplete
@@ -37,7 +37,7 @@ func TestRedrive(t *testing.T) {
 	e.publish(false,
 		events.Command{RequestID: "rd-ok-1", Identity: "fine@example.com"},
 		events.Command{RequestID: "rd-bad-1", Identity: "blocked-a@example.com", Deadline: deadline, TraceParent: trace},
-		events.Command{RequestID: "rd-bad-2", UserID: 4242},
+		events.Command{RequestID: "rd-bad-2", UserID: 987654321987},
 	)
 	inv, _ := events.NewCommandMsg("heap.deletion.requested", events.Command{RequestID: "rd-inv-1"}, false) // neither identity nor user id
 	e.publishMsg(inv)
@@ -86,7 +86,8 @@ func TestRedrive(t *testing.T) {
 		if err := json.Unmarshal(data, &r); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(string(data), "blocked-a@") || strings.Contains(string(data), "4242") {
+		// 12 digits: no time or id in a reply holds a run of digits that long.
+		if strings.Contains(string(data), "blocked-a@") || strings.Contains(string(data), "987654321987") {
 			t.Fatalf("the reply holds a user: %s", data)
 		}
 		return r
@@ -150,7 +151,7 @@ func TestRedrive(t *testing.T) {
 			count[u.Identity+u.UserID]++
 		}
 	}
-	if want := map[string]int{"blocked-a@example.com": 1, "4242": 1}; len(count) != 2 || count["blocked-a@example.com"] != 1 || count["4242"] != 1 {
+	if want := map[string]int{"blocked-a@example.com": 1, "987654321987": 1}; len(count) != 2 || count["blocked-a@example.com"] != 1 || count["987654321987"] != 1 {
 		t.Fatalf("Heap received %v after the redrive, want %v", count, want)
 	}
 
